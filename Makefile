@@ -1,0 +1,48 @@
+# One-command set-up: `make test` and `make study` create .venv and install everything on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch: the CPU build 2.13.0 where no torch is installed (a CUDA machine keeps the user's torch via
+# TORCH_SPEC=skip). dynamic-network-architectures is installed without dependencies: its timm ->
+# torchvision chain pins a different (CUDA) torch, and PlainConvUNet needs only torch.
+TORCH_SPEC ?= torch==2.13.0
+DNA_SPEC ?= dynamic-network-architectures==0.4.4
+
+.PHONY: install test test-fast lint study ui bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	@if [ "$(TORCH_SPEC)" != "skip" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+		$(BIN)/pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/python -c "import torch; print('torch', torch.__version__)" \
+		&& $(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps "$(DNA_SPEC)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+study: $(STAMP)
+	$(BIN)/python studies/run_study.py --study weighting_schedules --budget smoke
+
+ui: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
+		--default-artifact-root $(CURDIR)/runs/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+
+bench: $(STAMP)
+	$(BIN)/python -m diffseg.bench all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""Reverse samplers: DDIM (Song et al. 2021) with eta, and DDPM ancestral sampling as DDIM with eta = 1
+(its posterior variance beta_tilde; Ho et al. 2020), both over a respaced subset of the T training steps.
+
+For consecutive steps t > t' of the respaced sequence (alpha_bar_{t'} = 1 after the last step):
+  x0_hat, eps_hat from the model (eps_hat recomputed from x0_hat when x0 is clipped),
+  sigma^2 = eta^2 (1 - ab_t') / (1 - ab_t) (1 - ab_t / ab_t'),
+  x_t' = sqrt(ab_t') x0_hat + sqrt(1 - ab_t' - sigma^2) eps_hat + sigma z.
+Ensembles are folded into the batch: N members of B conditions are one batch of B*N per network call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .schedules import Schedule
+from .targets import bcast, to_eps, to_x0
+
+Tensor = torch.Tensor
+ModelFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+SPACINGS = ("trailing", "leading", "linspace")
+
+
+def respace(T: int, k: int, spacing: str = "trailing") -> Tensor:
+    """k step indices in [0, T-1], descending (noisiest first), as diffusers' ``timestep_spacing``:
+    trailing = round(arange(T, 0, -T/k)) - 1 (starts at T-1, the schedule's terminal step);
+    leading = arange(k) * (T // k); linspace = round(linspace(0, T-1, k))."""
+    if not 1 <= k <= T:
+        raise ValueError(f"number of sampling steps must be in [1, {T}], got {k}")
+    if spacing == "trailing":
+        steps = torch.round(torch.arange(T, 0, -T / k, dtype=torch.float64)).long() - 1
+    elif spacing == "leading":
+        steps = (torch.arange(k) * (T // k)).flip(0)
+    elif spacing == "linspace":
+        steps = torch.round(torch.linspace(0, T - 1, k, dtype=torch.float64)).long().flip(0)
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {list(SPACINGS)}")
+    return steps
+
+
+@torch.no_grad()
+def sample(
+    model: ModelFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    *,
+    cond: Tensor | None = None,
+    target: str = "eps",
+    steps: int | None = None,
+    spacing: str = "trailing",
+    eta: float = 0.0,
+    clip_x0: bool = False,
+    ensemble: int = 1,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw ``ensemble`` samples per condition. ``shape`` is one member's batch shape (B, C, H, W); ``cond``
+    (B, ...) is repeated per member. Returns (B, ensemble, C, H, W). ``noise`` fixes x_T (B*ensemble, C, H, W)."""
+    device = torch.device(device) if device is not None else (cond.device if cond is not None else "cpu")
+    B, *rest = shape
+    n = B * ensemble
+    if cond is not None:
+        cond = cond.repeat_interleave(ensemble, dim=0)
+    x = noise.to(device) if noise is not None else torch.randn(n, *rest, generator=generator).to(device)
+    seq = respace(schedule.T, steps or schedule.T, spacing).tolist()
+    ab = schedule.alphas_cumprod
+    for j, t in enumerate(seq):
+        ab_t = ab[t]
+        ab_prev = ab[seq[j + 1]] if j + 1 < len(seq) else torch.ones((), dtype=torch.float64)
+        a = ab_t.sqrt().expand(n).to(device)
+        s = (1 - ab_t).sqrt().expand(n).to(device)
+        t_in = torch.full((n,), t, device=device, dtype=torch.long)
+        pred = model(x, t_in, cond).float()
+        x0 = to_x0(pred, x, a, s, target)
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = to_eps(x0, x, a, s, "x0")
+        else:
+            eps = to_eps(pred, x, a, s, target)
+        var = eta**2 * (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        dir_coef = (1 - ab_prev - var).clamp(min=0).sqrt()
+        x = float(ab_prev.sqrt()) * x0 + float(dir_coef) * eps
+        if eta > 0 and j + 1 < len(seq):
+            z = torch.randn(x.shape, generator=generator).to(device)
+            x = x + float(var.sqrt()) * z
+    return x.reshape(B, ensemble, *rest)
+
+
+def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
+    """Ancestral DDPM sampling (full T steps unless ``steps`` is given)."""
+    return sample(model, schedule, shape, eta=1.0, **kw)
+
+
+def ddim_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
+    return sample(model, schedule, shape, **kw)
+
+
+def q_sample(x0: Tensor, t: Tensor, schedule: Schedule, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward process x_t = a_t x0 + s_t eps; returns (x_t, a_t, s_t) with per-sample coefficients."""
+    a = schedule.alphas.to(x0.device)[t].to(x0.dtype)
+    s = schedule.sigmas.to(x0.device)[t].to(x0.dtype)
+    return bcast(a, x0) * x0 + bcast(s, x0) * noise, a, s

@@ -1,0 +1,123 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
+
+from diffseg.masks import ensemble_summary, foreground, member_probs, to_signed
+from diffseg.metrics import (
+    adaptive_ece,
+    auroc,
+    brier,
+    dice,
+    ece,
+    ged,
+    hungarian_iou,
+    iou,
+    nll,
+    reliability_table,
+    uncertainty_auroc,
+)
+
+
+def test_iou_dice_known_values_and_empty_convention():
+    p = torch.zeros(3, 4, 4, dtype=torch.bool)
+    g = torch.zeros(3, 4, 4, dtype=torch.bool)
+    p[0, :2] = True  # 8 px
+    g[0, 1:3] = True  # 8 px, overlap 4
+    g[1, 0, 0] = True  # pred empty, gt not
+    # image 2: both empty
+    torch.testing.assert_close(iou(p, g), torch.tensor([4 / 12, 0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(dice(p, g), torch.tensor([8 / 16, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_ece_matches_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(50_000, generator=g)
+    y = (torch.rand(50_000, generator=g) < p**1.5).long()
+    ref = binary_calibration_error(p, y, n_bins=10, norm="l1")
+    assert ece(p, y).item() == pytest.approx(ref.item(), abs=1e-6)
+
+
+def test_ece_perfect_and_worst():
+    y = torch.tensor([0, 1, 0, 1])
+    assert ece(y.float(), y).item() == 0
+    assert ece(1 - y.float(), y).item() == 1
+
+
+def test_reliability_table_counts_and_adaptive_bins_equal_mass():
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(1000, generator=g) ** 3
+    y = torch.rand(1000, generator=g) < p
+    tab = reliability_table(p, y)
+    assert tab["count"].sum().item() == 1000 and tab["count"].shape == (10,)
+    ad = reliability_table(p, y, adaptive=True)
+    assert ad["count"].eq(100).all()
+    assert adaptive_ece(p, y).item() >= 0
+
+
+def test_brier_and_nll():
+    p = torch.tensor([0.9, 0.2])
+    y = torch.tensor([1, 0])
+    assert brier(p, y).item() == pytest.approx((0.01 + 0.04) / 2)
+    expected = -(math.log(0.9) + math.log(0.8)) / 2
+    assert nll(p, y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_auroc_matches_torchmetrics_with_ties():
+    g = torch.Generator().manual_seed(2)
+    s = torch.randint(0, 20, (5000,), generator=g).float() / 20  # in [0, 1]: torchmetrics applies no sigmoid
+    lab = torch.rand(5000, generator=g) < (s / 2 + 0.2)
+    assert auroc(s, lab).item() == pytest.approx(binary_auroc(s, lab.long()).item(), abs=1e-6)
+    assert torch.isnan(auroc(s, torch.zeros(5000, dtype=torch.bool)))
+
+
+def test_uncertainty_auroc_perfect_when_std_marks_errors():
+    gt = torch.zeros(8, 8, dtype=torch.bool)
+    seg = gt.clone()
+    seg[:2] = True  # wrong rows
+    std = torch.zeros(8, 8)
+    std[:2] = 0.4
+    assert uncertainty_auroc(std, seg, gt).item() == 1.0
+
+
+def test_ged_and_hungarian_known_values():
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    a[:2] = True
+    b = torch.zeros(4, 4, dtype=torch.bool)
+    b[1:3] = True  # IoU(a, b) = 1/3
+    same = torch.stack([a, a])
+    assert ged(same, a[None]).item() == pytest.approx(0.0)
+    mixed = torch.stack([a, b])
+    # 2*mean(d(S,Y)) - mean(d(S,S')) - 0 = 2*(0 + 2/3)/2 - 2/3 = 0
+    assert ged(mixed, a[None]).item() == pytest.approx(0.0, abs=1e-12)
+    assert ged(torch.stack([b, b]), a[None]).item() == pytest.approx(4 / 3)
+    assert hungarian_iou(mixed, torch.stack([b, a])).item() == pytest.approx(1.0)
+    assert hungarian_iou(mixed, a[None]).item() == pytest.approx((1 + 1 / 3) / 2)
+    empty = torch.zeros(2, 4, 4, dtype=torch.bool)
+    assert ged(empty, empty[:1]).item() == 0.0
+
+
+def test_mask_convention():
+    m = torch.tensor([[0, 1], [1, 0]])
+    x0 = to_signed(m)
+    assert x0.tolist() == [[-1.0, 1.0], [1.0, -1.0]]
+    assert foreground(x0).eq(m.bool()).all()
+    samples = torch.stack([x0 * 2, torch.zeros_like(x0), -x0])[None]  # (1, 3, 2, 2)
+    mean, _std, seg = ensemble_summary(samples)
+    torch.testing.assert_close(member_probs(x0 * 2), m.float())
+    torch.testing.assert_close(mean[0], torch.full((2, 2), 0.5))
+    assert not seg.any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 500), seed=st.integers(0, 1000), bins=st.integers(2, 20))
+def test_ece_bounded_and_adaptive_counts(n, seed, bins):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(n, generator=g)
+    y = torch.rand(n, generator=g) < 0.5
+    e = ece(p, y, bins).item()
+    assert 0 <= e <= 1
+    assert reliability_table(p, y, bins, adaptive=True)["count"].sum().item() == n
