@@ -1,0 +1,51 @@
+"""``python -m diffseg.data check --dataset NAME [--data-root PATH] [--json]``: exit 0 valid, 2 with every problem."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .check import check_dataset
+from .errors import DatasetError
+from .registry import dataset_names
+
+
+def _print_table(s: dict) -> None:
+    print(f"dataset {s['dataset']} ({s['layout']}): {s['cases']} cases, splits {s['splits']}")
+    print(f"  image sizes: {s['image_sizes']}")
+    print(f"  mask encoding: {s['mask_encoding']}, empty masks: {s['empty_masks']}")
+    for key in ("foreground_fraction", "objects_per_mask"):
+        st = s[key]
+        print(f"  {key}: min {st['min']:.4g}  median {st['median']:.4g}  mean {st['mean']:.4g}  max {st['max']:.4g}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffseg.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chk = sub.add_parser("check", help="validate and summarise a dataset")
+    chk.add_argument("--dataset", required=True, help=f"one of {dataset_names()} or folder:PATH / masks:PATH")
+    chk.add_argument("--data-root", default=None)
+    chk.add_argument("--json", action="store_true")
+    sub.add_parser("list", help="list registered datasets")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(dataset_names()))
+        return 0
+    try:
+        summary = check_dataset(args.dataset, args.data_root)
+    except (DatasetError, ValueError) as exc:
+        problems = exc.problems if isinstance(exc, DatasetError) else [str(exc)]
+        if args.json:
+            print(json.dumps({"dataset": args.dataset, "valid": False, "problems": problems}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**summary, "valid": True}))
+    else:
+        _print_table(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Layout readers: each turns a dataset root into a list of cases (image, mask or XML, official split).
+
+- ISIC 2016/2017/2018: ``ISIC_<id>.jpg`` images and ``ISIC_<id>_Segmentation.png`` / ``_segmentation.png``
+  ground truth, in whatever folders that year's release uses (searched recursively); a folder name containing
+  "test" marks the official test part, "validation" the official validation part.
+- MoNuSeg 2018: ``*.tif`` tiles; the mask is a same-stem ``.png`` (binary masks) or ``.xml`` (official polygons)
+  anywhere in the same part; a top folder with "test" in its name is the official test part.
+- Folder of pairs: ``images/`` and ``masks/`` matched by file stem.
+- Masks only: a folder of mask files (fingerprints need no images).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    image: Path | None
+    mask: Path | None = None
+    xml: Path | None = None
+    split: str | None = None  # official split where the release defines one: train / val / test
+
+
+def _require_dir(root: Path, layout: str) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root does not exist (expected {layout})")
+
+
+def _split_from_parts(path: Path, root: Path) -> str:
+    rel = str(path.relative_to(root)).lower()
+    if "test" in rel:
+        return "test"
+    if "validation" in rel:
+        return "val"
+    return "train"
+
+
+_ISIC_IMG = re.compile(r"^(ISIC_\d+)\.jpe?g$", re.IGNORECASE)
+_ISIC_GT = re.compile(r"^(ISIC_\d+)_[Ss]egmentation\.png$")
+ISIC_LAYOUT = "ISIC_<id>.jpg images and ISIC_<id>_Segmentation.png (or _segmentation.png) masks under the root"
+
+
+def read_isic(root: Path) -> tuple[list[Case], list[str]]:
+    _require_dir(root, ISIC_LAYOUT)
+    images, masks = {}, {}
+    for p in sorted(root.rglob("*")):
+        if m := _ISIC_IMG.match(p.name):
+            images[m.group(1)] = p
+        elif m := _ISIC_GT.match(p.name):
+            masks[m.group(1)] = p
+    problems = [f"{p}: image has no ground-truth mask ISIC_..._Segmentation.png" for k, p in images.items()
+                if k not in masks]
+    problems += [f"{p}: mask has no image {k}.jpg" for k, p in masks.items() if k not in images]
+    if not images and not masks:
+        problems.append(f"{root}: no ISIC files found (expected {ISIC_LAYOUT})")
+    cases = [Case(k, images[k], masks[k], split=_split_from_parts(images[k], root)) for k in sorted(images)
+             if k in masks]
+    return cases, problems
+
+
+MONUSEG_LAYOUT = "TCGA-*.tif tiles with same-stem .png binary masks or .xml polygon annotations (train and test parts)"
+
+
+def read_monuseg(root: Path) -> tuple[list[Case], list[str]]:
+    _require_dir(root, MONUSEG_LAYOUT)
+    tifs = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+    by_stem: dict[tuple[str, str], dict[str, Path]] = {}
+    for p in root.rglob("*"):
+        if p.suffix.lower() in (".png", ".xml"):
+            by_stem.setdefault((_split_from_parts(p, root), p.stem), {})[p.suffix.lower()] = p
+    cases, problems, used = [], [], set()
+    for tif in tifs:
+        split = _split_from_parts(tif, root)
+        found = by_stem.get((split, tif.stem), {})
+        used.add((split, tif.stem))
+        if not found:
+            problems.append(f"{tif}: tile has no mask ({tif.stem}.png) or annotation ({tif.stem}.xml)")
+            continue
+        cases.append(Case(tif.stem, tif, found.get(".png"), None if ".png" in found else found[".xml"], split))
+    for key, files in by_stem.items():
+        if key not in used:
+            problems += [f"{p}: annotation has no tile {key[1]}.tif" for p in files.values()]
+    if not tifs and not by_stem:
+        problems.append(f"{root}: no MoNuSeg files found (expected {MONUSEG_LAYOUT})")
+    return cases, problems
+
+
+FOLDER_LAYOUT = "images/ and masks/ folders with files matched by stem"
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+
+
+def read_folder(root: Path) -> tuple[list[Case], list[str]]:
+    _require_dir(root, FOLDER_LAYOUT)
+    img_dir, mask_dir = root / "images", root / "masks"
+    missing = [d for d in (img_dir, mask_dir) if not d.is_dir()]
+    if missing:
+        return [], [f"{d}: folder missing (expected {FOLDER_LAYOUT})" for d in missing]
+    images, masks = _files(img_dir), _files(mask_dir)
+    problems = [f"{p}: image has no mask in {mask_dir}" for k, p in images.items() if k not in masks]
+    problems += [f"{p}: mask has no image in {img_dir}" for k, p in masks.items() if k not in images]
+    if not images and not masks:
+        problems.append(f"{root}: no image files found (expected {FOLDER_LAYOUT})")
+    return [Case(k, images[k], masks[k]) for k in sorted(images) if k in masks], problems
+
+
+def read_masks_only(root: Path) -> tuple[list[Case], list[str]]:
+    _require_dir(root, "a folder of mask files")
+    masks = _files(root)
+    if not masks:
+        return [], [f"{root}: no mask files found (expected a folder of mask images)"]
+    return [Case(k, None, p) for k, p in masks.items()], []
+
+
+READERS = {"isic": read_isic, "monuseg": read_monuseg, "folder": read_folder, "masks": read_masks_only}

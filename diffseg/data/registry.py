@@ -1,0 +1,95 @@
+"""Dataset registry: names as search-space files and the CLI use them.
+
+Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``synthetic-blob``, ``synthetic-nuclei``,
+``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only); plus the names in
+``datasets.yaml``. Default roots live under the data directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
+next to the project checkout; ``data_root`` overrides a dataset's root.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .synthetic import KINDS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_YAML = Path(__file__).with_name("datasets.yaml")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one dataset. ``patch_um``/``mpp``: cut tiles into patches of this physical size first."""
+
+    name: str
+    layout: str  # isic | monuseg | folder | masks | synthetic
+    root: Path | None = None
+    mask_encoding: str = "auto"
+    colour_key: tuple[int, int, int] = (255, 0, 0)
+    patch_um: float | None = None
+    mpp: float | None = None
+    synthetic_kind: str | None = None
+    synthetic_n: int = 160
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def reader_params(self) -> dict[str, Any]:
+        """Everything that changes what is read (part of the dataset identity)."""
+        return {"layout": self.layout, "mask_encoding": self.mask_encoding, "colour_key": list(self.colour_key),
+                "synthetic_kind": self.synthetic_kind, "synthetic_n": self.synthetic_n}
+
+
+def data_dir() -> Path:
+    env = os.environ.get("DIFFSEG_DATA_DIR")
+    return Path(env) if env else (PROJECT_ROOT.parent / "shared" / "data")
+
+
+def _builtin() -> dict[str, DatasetSpec]:
+    d = data_dir()
+    specs = {
+        f"isic{year}": DatasetSpec(f"isic{year}", "isic", d / f"isic{year}", mask_encoding="binary255",
+                                   description=f"ISIC {year} lesion segmentation (official release layout)")
+        for year in (2016, 2017, 2018)
+    }
+    specs["monuseg"] = DatasetSpec(
+        "monuseg", "monuseg", d / "monuseg", mask_encoding="binary01", patch_um=64.0, mpp=0.2527,
+        description="MoNuSeg 2018 H&E nuclei; 1000 px tiles at 0.2527 um/px cut into 64 um patches")
+    for kind in KINDS:
+        specs[f"synthetic-{kind}"] = DatasetSpec(f"synthetic-{kind}", "synthetic", synthetic_kind=kind,
+                                                 description=f"synthetic {kind} fingerprint set")
+    with open(_YAML) as fh:
+        for name, entry in (yaml.safe_load(fh) or {}).items():
+            entry = dict(entry)
+            root = Path(entry.pop("root"))
+            specs[name] = DatasetSpec(name, entry.pop("layout"), root if root.is_absolute() else d / root,
+                                      mask_encoding=entry.pop("mask_encoding", "auto"),
+                                      colour_key=tuple(entry.pop("colour_key", (255, 0, 0))),
+                                      description=entry.pop("description", ""), extra=entry)
+    return specs
+
+
+def dataset_names() -> list[str]:
+    return sorted(_builtin())
+
+
+def get_spec(name: str, data_root: str | Path | None = None, **overrides: Any) -> DatasetSpec:
+    """Resolve a dataset name (or ``folder:PATH`` / ``masks:PATH``) to its spec; ``data_root`` replaces the root."""
+    for prefix in ("folder", "masks"):
+        if name.startswith(prefix + ":"):
+            path = Path(name.split(":", 1)[1]).expanduser()
+            spec = DatasetSpec(name, prefix, path.resolve())
+            break
+    else:
+        specs = _builtin()
+        if name not in specs:
+            raise ValueError(f"unknown dataset {name!r}; allowed: {sorted(specs)} or folder:PATH / masks:PATH")
+        spec = specs[name]
+    if data_root is not None:
+        overrides["root"] = Path(data_root).expanduser().resolve()
+    if overrides:
+        spec = DatasetSpec(**{**spec.__dict__, **overrides})
+    return spec

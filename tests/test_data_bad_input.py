@@ -1,0 +1,121 @@
+"""Bad input: a clear error naming the file, exit code 2 from the CLI, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffseg.data import DatasetError, PrepConfig, load_dataset
+from diffseg.data.__main__ import main as data_main
+
+
+def _pair(root, stem, size=(40, 30), mask_values=(0, 255), mask_size=None):
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / f"{stem}.png")
+    ms = mask_size or size
+    m = np.full((ms[1], ms[0]), mask_values[0], np.uint8)
+    m[: ms[1] // 2] = mask_values[1]
+    Image.fromarray(m).save(root / "masks" / f"{stem}.png")
+
+
+def _expect(root, *fragments, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"folder:{root}", PrepConfig(16), cache_dir=cache)
+    text = str(info.value)
+    for frag in fragments:
+        assert frag in text, text
+    written = [p for p in cache.glob("*") if p.is_dir() and not p.name.startswith(".")] if cache.exists() else []
+    assert written == [], f"a failed build left {written}"
+    return text
+
+
+def test_valid_folder_loads(tmp_path):
+    _pair(tmp_path / "ds", "a")
+    _pair(tmp_path / "ds", "b")
+    ds = load_dataset(f"folder:{tmp_path / 'ds'}", PrepConfig(16), cache_dir=tmp_path / "cache")
+    assert len(ds) == 2 and ds.masks.shape == (2, 16, 16)
+
+
+def test_missing_mask_and_missing_image(tmp_path):
+    root = tmp_path / "ds"
+    _pair(root, "a")
+    _pair(root, "b")
+    (root / "masks" / "a.png").unlink()
+    (root / "images" / "b.png").unlink()
+    text = _expect(root, str(root / "images" / "a.png"), "has no mask", str(root / "masks" / "b.png"),
+                   "has no image", tmp_path=tmp_path)
+    assert "2 problem(s)" in text
+
+
+def test_size_mismatch(tmp_path):
+    root = tmp_path / "ds"
+    _pair(root, "a", mask_size=(20, 30))
+    _expect(root, str(root / "masks" / "a.png"), "differs from image", tmp_path=tmp_path)
+
+
+def test_mask_values_outside_encoding(tmp_path):
+    root = tmp_path / "ds"
+    _pair(root, "a", mask_values=(0, 128))
+    _expect(root, str(root / "masks" / "a.png"), "mask values [128]", tmp_path=tmp_path)
+
+
+def test_truncated_image(tmp_path):
+    root = tmp_path / "ds"
+    _pair(root, "a")
+    p = root / "images" / "a.png"
+    p.write_bytes(p.read_bytes()[:200])
+    _expect(root, str(p), "unreadable or truncated", tmp_path=tmp_path)
+
+
+def test_empty_and_wrong_root(tmp_path):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir(parents=True)
+    _expect(tmp_path / "empty", "no image files found", "images/ and masks/", tmp_path=tmp_path)
+    with pytest.raises(DatasetError, match=r"expected ISIC_<id>\.jpg"):
+        load_dataset("isic2016", data_root=tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset("monuseg", data_root=tmp_path / "nowhere")
+
+
+def test_xml_without_regions(tmp_path):
+    root = tmp_path / "mo" / "MoNuSegTestData"
+    root.mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "TCGA-X.tif", compression="tiff_lzw")
+    (root / "TCGA-X.xml").write_text("<Annotations><Annotation><Regions></Regions></Annotation></Annotations>")
+    with pytest.raises(DatasetError, match=r"TCGA-X\.xml: XML annotation without regions"):
+        load_dataset("monuseg", PrepConfig(16), data_root=tmp_path / "mo", cache_dir=tmp_path / "cache")
+
+
+def test_rgb_colour_key(tmp_path):
+    root = tmp_path / "ds"
+    _pair(root, "a")
+    m = np.zeros((30, 40, 3), np.uint8)
+    m[5:10, 5:10] = (255, 0, 0)
+    m[20:25, 20:25] = (0, 0, 255)
+    Image.fromarray(m).save(root / "masks" / "a.png")
+    from diffseg.data.io import read_mask
+
+    assert read_mask(root / "masks" / "a.png", "rgb", (255, 0, 0)).sum() == 25
+    with pytest.raises(ValueError, match="colour mask but encoding"):
+        read_mask(root / "masks" / "a.png", "auto")
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    root = tmp_path / "ds"
+    _pair(root, "a")
+    assert data_main(["check", "--dataset", f"folder:{root}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cases"] == 1 and out["valid"]
+    (root / "masks" / "a.png").unlink()
+    assert data_main(["check", "--dataset", f"folder:{root}", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert not out["valid"] and "has no mask" in out["problems"][0]
+    proc = subprocess.run([sys.executable, "-m", "diffseg.data", "check", "--dataset", "nonsense"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown dataset 'nonsense'" in proc.stderr
