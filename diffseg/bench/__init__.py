@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m diffseg.bench {data,...} [--json]`` prints a table or one JSON object."""

@@ -1,0 +1,31 @@
+"""``python -m diffseg.bench NAME [--json]``: the project's one benchmark entry point."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+BENCHES = {"data": "data"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffseg.bench")
+    parser.add_argument("name", choices=[*BENCHES, "all"])
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    results = {}
+    for name in names:
+        mod = importlib.import_module(f"diffseg.bench.{BENCHES[name]}")
+        results[name] = mod.run()
+        if not args.json:
+            print(mod.table(results[name]))
+    if args.json:
+        print(json.dumps(results[names[0]] if len(names) == 1 else results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
