@@ -18,6 +18,7 @@ def test_p2_soft_min_v_debiased_formulas():
     torch.testing.assert_close(make_weighting("p2", k=1, gamma=0.5)(SNRS), (1 + SNRS) ** -0.5)
     torch.testing.assert_close(make_weighting("soft_min_snr", gamma=4)(SNRS), 4 / (4 + SNRS))
     torch.testing.assert_close(make_weighting("v")(SNRS), (SNRS + 1) / SNRS)
+    torch.testing.assert_close(make_weighting("x0_mse")(SNRS), 1 / SNRS)
     deb = make_weighting("debiased", max_weight=100.0)(SNRS)
     torch.testing.assert_close(deb, torch.clamp(SNRS**-0.5, max=100.0))
     assert make_weighting("uniform")(SNRS).eq(1).all()

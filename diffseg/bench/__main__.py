@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-BENCHES = {"data": "data"}
+BENCHES = {"data": "data", "models": "models", "sampling": "sampling"}
 
 
 def main(argv: list[str] | None = None) -> int:

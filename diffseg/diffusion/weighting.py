@@ -109,6 +109,11 @@ def _v() -> Callable[[Tensor], Tensor]:
     return lambda snr: (snr + 1.0) / snr
 
 
+def _x0_mse() -> Callable[[Tensor], Tensor]:
+    """Plain x0-MSE (w_x = 1; Salimans & Ho's "SNR weighting" in eps terms): w_eps = 1 / SNR. The E3 default."""
+    return lambda snr: 1.0 / snr
+
+
 def _debiased(max_weight: float = 1000.0) -> Callable[[Tensor], Tensor]:
     """Debiased (Yu et al. 2024, "Unmasking bias in diffusion model training"): w_eps = 1 / sqrt(SNR), clamped at
     max_weight because it diverges as SNR -> 0."""
@@ -121,6 +126,7 @@ _SNR_WEIGHTINGS: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {
     "p2": _p2,
     "soft_min_snr": _soft_min_snr,
     "v": _v,
+    "x0_mse": _x0_mse,
     "debiased": _debiased,
 }
 WEIGHTINGS = (*_SNR_WEIGHTINGS, "elbo", "curve")

@@ -1,0 +1,48 @@
+"""Budgets: the scale a study runs at. ``smoke`` is minutes on a 2-core CPU, ``small`` an hour on a CPU or one GPU,
+``paper`` the published settings on GPUs (256 px, guided-diffusion widths, T = 1000, full DDPM sampling with
+ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2). Each budget is a dotted-key overlay on TrialConfig.
+smoke and small sample with respaced ancestral DDPM (DDIM eta = 1): with few steps, eta = 0 leaves the members'
+background far from -1 and inflates ECE (measured: ECE 0.24 vs 0.16 at equal IoU on synthetic-blob)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "data.resolution": 64, "diffusion.T": 1000,
+        "model.base_channels": 16, "model.channel_mult": [1, 2, 2, 2], "model.num_res_blocks": 1,
+        "model.attn_levels": 1, "model.rrdb_blocks": 1,
+        "train.steps": 300, "train.batch_size": 16, "train.lr": 5e-4, "train.val_every": 100,
+        "eval.ensemble": 5, "eval.steps": 10, "eval.eta": 1.0, "eval.val_steps": 5, "eval.val_ensemble": 3,
+        "eval.val_max_images": 16, "eval.test_max_images": 32, "eval.curve_points": 20, "eval.curve_max_images": 16,
+    },
+    "small": {
+        "data.resolution": 64, "diffusion.T": 1000,
+        "model.base_channels": 32, "model.channel_mult": [1, 2, 2, 2], "model.num_res_blocks": 2,
+        "model.attn_levels": 1, "model.rrdb_blocks": 2,
+        "train.steps": 3000, "train.batch_size": 16, "train.lr": 2e-4, "train.val_every": 500,
+        "eval.ensemble": 10, "eval.steps": 25, "eval.eta": 1.0, "eval.val_steps": 10, "eval.val_ensemble": 3,
+        "eval.val_max_images": 64, "eval.curve_points": 50, "eval.curve_max_images": 64,
+    },
+    "paper": {
+        "data.resolution": 256, "diffusion.T": 1000,
+        "model.base_channels": 128, "model.channel_mult": [1, 1, 2, 2, 4, 4], "model.num_res_blocks": 2,
+        "model.attn_levels": 2, "model.heads": 1, "model.rrdb_blocks": 12,
+        "train.steps": 60000, "train.batch_size": 8, "train.lr": 1e-4, "train.val_every": 5000,
+        "train.ema_decay": 0.9999, "train.bf16": True, "train.channels_last": True,
+        "eval.ensemble": 10, "eval.sampler": "ddpm", "eval.steps": 1000, "eval.val_steps": 50,
+        "eval.val_ensemble": 3, "eval.val_max_images": 64, "eval.curve_points": 100, "eval.curve_max_images": 128,
+    },
+}
+# Ensemble sizes of the analysis paper per dataset (applied in the paper budget).
+PAPER_ENSEMBLE = {"monuseg": 25, "isic2016": 10, "isic2017": 10, "isic2018": 10, "ihc_her2like": 5}
+
+
+def budget_overlay(budget: str, dataset: str | None = None) -> dict[str, Any]:
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; allowed: {sorted(BUDGETS)}")
+    out = dict(BUDGETS[budget])
+    if budget == "paper" and dataset in PAPER_ENSEMBLE:
+        out["eval.ensemble"] = PAPER_ENSEMBLE[dataset]
+    return out

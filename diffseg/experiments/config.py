@@ -1,0 +1,202 @@
+"""Trial configuration: one nested dataclass, built from a nested or dotted-flat dict (as search spaces give it).
+
+Unknown keys are errors that list the allowed ones. ``TrialConfig.to_dict()`` round-trips and is what gets logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..diffusion import SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
+
+EXPERIMENTS = {
+    "e1": "feed-forward training (Dice + BCE), noisy-mask input replaced by fresh noise",
+    "e2": "diffusion segmentation conditioned on the image",
+    "e3": "mask prediction from the noisy mask alone (image nulled): the dataset fingerprint",
+    "e4": "unconditional image generation (eps prediction on the images)",
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic-blob"
+    data_root: str | None = None
+    resolution: int = 64
+    cache_dir: str | None = None
+    image_resize: str = "area"
+    mask_resize: str = "area"
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    retrain: bool = False
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    T: int = 1000
+    schedule: str = "linear"
+    schedule_params: dict[str, Any] = field(default_factory=dict)
+    input_scale: float | None = None
+    logsnr_end: float | None = None
+    zero_terminal_snr: bool = False
+    target: str = "eps"
+    weighting: str = "uniform"
+    weighting_params: dict[str, Any] = field(default_factory=dict)
+    timestep_sampler: str = "uniform"
+    timestep_sampler_params: dict[str, Any] = field(default_factory=dict)
+
+    def schedule_kwargs(self) -> dict[str, Any]:
+        kw = dict(self.schedule_params)
+        if self.input_scale is not None:
+            kw["input_scale"] = self.input_scale
+        if self.logsnr_end is not None:
+            kw["logsnr_end"] = self.logsnr_end
+        if self.zero_terminal_snr:
+            kw["zero_terminal_snr"] = True
+        return kw
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val_every: int = 100
+    patience: int | None = None  # validations without improvement before stopping
+    bf16: bool = False
+    channels_last: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    loss_curve_from: float = 0.5  # training-loss-over-t is accumulated over the last (1 - this) of the steps
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ensemble: int = 5
+    sampler: str = "ddim"  # ddim | ddpm
+    steps: int = 20
+    spacing: str = "trailing"
+    eta: float = 0.0
+    clip_x0: bool = True
+    val_ensemble: int = 2
+    val_steps: int = 10
+    val_max_images: int = 32
+    test_max_images: int | None = None
+    curve_points: int = 20
+    curve_max_images: int = 32
+    gallery: int = 4
+    ece_bins: int = 10
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    experiment: str = "e2"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+        return _build(cls, _nest(d), "config")
+
+    def validate(self) -> TrialConfig:
+        _validate(self)
+        return self
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig,
+            "eval": EvalConfig}
+
+
+def _nest(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key {key!r} conflicts with a non-section value")
+        if isinstance(value, dict) and parts[-1] in SECTIONS:
+            node.setdefault(parts[-1], {}).update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _build(cls, d: dict[str, Any], where: str):
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {where} key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in d.items():
+        sub = SECTIONS.get(key) if cls is TrialConfig else None
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} must be a mapping")
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        elif isinstance(value, list) and key in ("channel_mult", "medsegdiff_levels"):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _choice(value, allowed, where):
+    if value not in allowed:
+        raise ValueError(f"{where}={value!r} is not allowed; allowed: {sorted(allowed)}")
+
+
+def _validate(c: TrialConfig) -> None:
+    _choice(c.experiment, EXPERIMENTS, "experiment")
+    _choice(c.model.architecture, ARCHITECTURES, "model.architecture")
+    if c.model.architecture in REFERENCE_ARCHITECTURES and c.experiment != "e1":
+        raise ValueError(f"model.architecture={c.model.architecture!r} is a feed-forward reference: experiment e1 only")
+    d = c.diffusion
+    _choice(d.schedule, SCHEDULES, "diffusion.schedule")
+    _choice(d.target, TARGETS, "diffusion.target")
+    _choice(d.weighting, WEIGHTINGS, "diffusion.weighting")
+    _choice(d.timestep_sampler, TIMESTEP_SAMPLERS, "diffusion.timestep_sampler")
+    _choice(c.eval.sampler, ("ddim", "ddpm"), "eval.sampler")
+    _choice(c.eval.spacing, SPACINGS, "eval.spacing")
+    if d.zero_terminal_snr and d.target == "eps" and c.experiment != "e1":
+        raise ValueError("diffusion.target='eps' is degenerate with zero_terminal_snr (x0 = (x_t - s eps)/a, a = 0; "
+                         "Lin et al. 2023): use target 'v' or 'x0'")
+    positive = {"train.steps": c.train.steps, "train.batch_size": c.train.batch_size, "train.lr": c.train.lr,
+                "train.val_every": c.train.val_every, "eval.ensemble": c.eval.ensemble, "eval.steps": c.eval.steps,
+                "eval.val_ensemble": c.eval.val_ensemble, "eval.val_steps": c.eval.val_steps,
+                "eval.curve_points": c.eval.curve_points, "diffusion.T": d.T, "data.resolution": c.data.resolution}
+    for where, value in positive.items():
+        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ValueError(f"{where} must be positive, got {value!r}")
+    if max(c.eval.steps, c.eval.val_steps) > d.T:
+        raise ValueError(f"eval steps ({c.eval.steps}, {c.eval.val_steps}) must not exceed diffusion.T={d.T}")
+    if not 0 <= c.train.ema_decay < 1:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {c.train.ema_decay}")
+
+
+def replace(cfg: TrialConfig, **sections: dict[str, Any]) -> TrialConfig:
+    """Copy with some fields of some sections replaced, e.g. replace(cfg, train={"steps": 10})."""
+    updates = {}
+    for name, changes in sections.items():
+        if name in SECTIONS:
+            updates[name] = dataclasses.replace(getattr(cfg, name), **changes)
+        else:
+            updates[name] = changes
+    return dataclasses.replace(cfg, **updates)

@@ -1,0 +1,334 @@
+"""``train_trial(config, report=None) -> dict``: one trial from config to metrics, usable with or without Ray.
+
+Seeds everything; AdamW; EMA weights (with the usual (1 + n) / (10 + n) warm-up of the decay) are what is
+validated and evaluated; gradient clipping; optional bf16 autocast and channels_last; a checkpoint at every
+validation (model, EMA, optimiser, samplers, RNG states) that ``resume_from`` continues bit-identically on CPU;
+validation on the val split with a fast DDIM sampler, best-EMA selection and early stopping on val only; final
+evaluation of the best EMA weights on the test split; the analysis curves; NaN/inf loss ends the trial with
+status ``nan_loss`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from ..data import AugmentConfig, BatchSampler, PrepConfig, load_dataset, to_tensors
+from ..diffusion import make_schedule, make_timestep_sampler, make_weighting
+from ..diffusion.loss import loss_weight_table
+from ..masks import ensemble_summary
+from ..metrics import iou
+from ..models import build_model, count_params
+from .config import TrialConfig
+from .evaluate import per_image_metrics, reliability, save_gallery, summarise
+from .modes import MODES, DiffusionContext, Mode
+
+Report = Callable[[dict[str, Any], str | None], None]
+SELECTION = {"e1": ("val_iou", "max"), "e2": ("val_iou", "max"), "e3": ("val_x0_error", "min"),
+             "e4": ("val_x0_error", "min")}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds third-party code using the legacy global RNG
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def t_grid(T: int, points: int) -> list[int]:
+    return sorted(set(np.linspace(0, T - 1, points).round().astype(int).tolist()))
+
+
+def _ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    def avg(avg_p, cur_p, n):
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg_p + (cur_p - avg_p) * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+
+class Trial:
+    """State of one trial; ``run()`` does the work. Split from ``train_trial`` so tests can reach the parts."""
+
+    def __init__(self, cfg: TrialConfig, report: Report | None = None, resume_from: str | Path | None = None):
+        self.cfg = cfg.validate()
+        self.report = report
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.mode: Mode = MODES[cfg.experiment]
+        self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.seed)
+        d = cfg.data
+        self.ds = load_dataset(d.dataset, PrepConfig(d.resolution, d.image_resize, d.mask_resize),
+                               d.data_root, d.cache_dir)
+        if self.ds.images is None and cfg.experiment != "e3":
+            raise ValueError(f"dataset {d.dataset!r} has masks only: experiment {cfg.experiment} needs images")
+        self.splits = self.ds.splits(d.split_seed, d.val_fraction, d.test_fraction, d.retrain)
+        for name in ("train", "val", "test"):
+            if len(self.splits[name]) == 0:
+                raise ValueError(f"dataset {d.dataset!r}: the {name} split is empty ({len(self.ds)} samples)")
+        dc = cfg.diffusion
+        self.schedule = make_schedule(dc.schedule, dc.T, **dc.schedule_kwargs())
+        weighting = make_weighting(dc.weighting, **dc.weighting_params)
+        self.ctx = DiffusionContext(
+            self.schedule, loss_weight_table(weighting, self.schedule, dc.target),
+            make_timestep_sampler(dc.timestep_sampler, dc.T, **dc.timestep_sampler_params), dc.target)
+        image_ch = 3 if self.ds.images is None else self.ds.images.shape[-1]
+        self.model = build_model(cfg.model, self.mode.data_channels(image_ch), image_ch, d.resolution, dc.T)
+        self.model.to(self.device)
+        if cfg.train.channels_last and self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.ema = _ema(self.model, cfg.train.ema_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.batches = BatchSampler(self.ds, self.splits["train"], cfg.train.batch_size, cfg.seed + 2,
+                                    AugmentConfig(enabled=d.augment))
+        self.g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        n_bins = cfg.eval.curve_points
+        self.loss_bins = torch.zeros(3, n_bins, dtype=torch.float64)  # sum eps-mse, sum weighted, count
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"value": None, "step": 0, "ema": None}
+        self.bad_validations = 0
+
+    # --- state ---------------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(), "batches": self.batches.state(), "g": self.g.get_state(),
+            "torch_rng": torch.get_rng_state(), "ts_sampler": self.ctx.sampler.state_dict(),
+            "loss_bins": self.loss_bins.clone(), "history": copy.deepcopy(self.history),
+            "best": {"value": self.best["value"], "step": self.best["step"], "ema": self.best["ema"]},
+            "bad_validations": self.bad_validations, "config": self.cfg.to_dict(),
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.step = st["step"]
+        self.model.load_state_dict(st["model"])
+        self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["opt"])
+        self.batches.load_state(st["batches"])
+        self.g.set_state(st["g"])
+        torch.set_rng_state(st["torch_rng"])
+        self.ctx.sampler.load_state_dict(st["ts_sampler"])
+        self.loss_bins = st["loss_bins"].clone()
+        self.history = st["history"]
+        self.best = dict(st["best"])
+        self.bad_validations = st["bad_validations"]
+
+    def save_checkpoint(self) -> Path:
+        ckpt = self.out / "checkpoint"
+        ckpt.mkdir(exist_ok=True)
+        tmp = ckpt / "state.pt.tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, ckpt / "state.pt")
+        return ckpt
+
+    # --- training ------------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        enabled = self.cfg.train.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _batch(self):
+        images, masks = self.batches.next()
+        images = images.to(self.device) if images is not None else None
+        masks = masks.to(self.device)
+        if self.cfg.train.channels_last and self.device.type == "cuda" and images is not None:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks
+
+    def train_step(self) -> float:
+        images, masks = self._batch()
+        self.model.train()
+        with self._autocast():
+            out = self.mode.train_step(self.model, self.ctx, images, masks, self.g)
+        loss = out.loss.mean()
+        if not torch.isfinite(loss):
+            return float("nan")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.opt.step()
+        self.ema.update_parameters(self.model)
+        if out.t is not None:
+            self.ctx.sampler.update(out.t.cpu(), out.weighted.detach().cpu())
+            if self.step >= self.cfg.train.loss_curve_from * self.cfg.train.steps:
+                bins = (out.t.cpu() * self.loss_bins.shape[1] // self.ctx.T).long()
+                self.loss_bins[0].index_add_(0, bins, out.eps_mse.detach().double().cpu())
+                self.loss_bins[1].index_add_(0, bins, out.weighted.detach().double().cpu())
+                self.loss_bins[2].index_add_(0, bins, torch.ones_like(bins, dtype=torch.float64))
+        return float(loss.detach())
+
+    # --- evaluation ------------------------------------------------------------------------------------------------
+
+    def _split_tensors(self, split: str, limit: int | None):
+        idx = self.splits[split]
+        if limit is not None:
+            idx = idx[:limit]
+        images, masks = to_tensors(self.ds, idx)
+        if images is None:
+            images = torch.zeros(masks.shape[0], 3, *masks.shape[-2:])
+        return idx, images.to(self.device), masks.to(self.device)
+
+    def _chunks(self, n: int, per: int):
+        size = max(1, 256 // max(per, 1))
+        return [(i, min(n, i + size)) for i in range(0, n, size)]
+
+    @torch.no_grad()
+    def predict(self, model, images, masks, n: int, steps: int, seed: int) -> torch.Tensor:
+        ev = self.cfg.eval
+        ev_local = type(ev)(**{**ev.__dict__, "steps": steps})
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        if self.cfg.model.architecture in ("nnunet", "segformer"):
+            n = 1
+        outs = []
+        model.eval()
+        with self._autocast():
+            for a, b in self._chunks(images.shape[0], n):
+                outs.append(self.mode.predict(model, self.ctx, images[a:b], masks[a:b], n, ev_local, g).float())
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def x0_errors(self, model, split: str, conditioned: bool, grid: list[int], limit: int, seed: int) -> list[float]:
+        _, images, masks = self._split_tensors(split, limit)
+        x0, cond = self.mode.split_batch(images, masks)
+        if not conditioned:
+            cond = torch.zeros_like(cond)
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        model.eval()
+        with self._autocast():
+            return self.mode.x0_error(model, self.ctx, x0, cond, grid, g)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        ev = self.cfg.eval
+        model = self.ema.module
+        name, _ = SELECTION[self.cfg.experiment]
+        if self.cfg.experiment in ("e1", "e2"):
+            _, images, masks = self._split_tensors("val", ev.val_max_images)
+            members = self.predict(model, images, masks, ev.val_ensemble, ev.val_steps, self.cfg.seed + 3)
+            _, _, seg = ensemble_summary(members, dim=1)
+            return {name: float(iou(seg, masks > 0).mean())}
+        grid = t_grid(self.ctx.T, min(10, ev.curve_points))
+        errs = self.x0_errors(model, "val", self.mode.conditioned, grid, ev.val_max_images, self.cfg.seed + 3)
+        return {name: float(np.mean(errs))}
+
+    def _improved(self, value: float) -> bool:
+        _, mode = SELECTION[self.cfg.experiment]
+        best = self.best["value"]
+        return best is None or (value > best if mode == "max" else value < best)
+
+    # --- run -------------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        if self.resume_from is not None:
+            self.load_state(torch.load(self.resume_from / "state.pt", weights_only=False))
+        status = "ok"
+        losses: list[float] = []
+        while self.step < cfg.train.steps:
+            loss = self.train_step()
+            self.step += 1
+            if not np.isfinite(loss):
+                status = "nan_loss"
+                break
+            losses.append(loss)
+            if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
+                metrics = {"step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                           **self.validate()}
+                losses = []
+                value = metrics[SELECTION[cfg.experiment][0]]
+                if self._improved(value):
+                    self.best = {"value": value, "step": self.step,
+                                 "ema": {k: v.detach().clone() for k, v in self.ema.module.state_dict().items()}}
+                    self.bad_validations = 0
+                else:
+                    self.bad_validations += 1
+                self.history.append(metrics)
+                ckpt = self.save_checkpoint()
+                if self.report is not None:
+                    self.report(dict(metrics), str(ckpt))
+                if cfg.train.patience is not None and self.bad_validations >= cfg.train.patience:
+                    status = "early_stopped"
+                    break
+        return self.finish(status, time.perf_counter() - t0)
+
+    def finish(self, status: str, train_time: float) -> dict[str, Any]:
+        cfg, ev = self.cfg, self.cfg.eval
+        result: dict[str, Any] = {
+            "status": status, "config": cfg.to_dict(), "dataset": cfg.data.dataset,
+            "dataset_hash": self.ds.dataset_hash, "step": self.step, "params": count_params(self.model),
+            "history": self.history, "selection_metric": SELECTION[cfg.experiment][0],
+            "best_step": self.best["step"], "best_val": self.best["value"], "train_time_s": train_time,
+            "metrics": {}, "curves": [], "per_image": [], "reliability": [], "artifacts": {},
+            "output_dir": str(self.out), "schedule": self.schedule.describe(),
+        }
+        if status == "nan_loss" or self.best["ema"] is None:
+            return result
+        model = copy.deepcopy(self.ema.module)
+        model.load_state_dict(self.best["ema"])
+        t_eval = time.perf_counter()
+        if cfg.experiment in ("e1", "e2"):
+            idx, images, masks = self._split_tensors("test", ev.test_max_images)
+            steps = ev.steps if ev.sampler == "ddim" else self.ctx.T
+            members = self.predict(model, images, masks, ev.ensemble, steps, cfg.seed + 4)
+            rows = per_image_metrics(members.cpu(), masks.cpu(), ev.ece_bins)
+            for i, r in zip(idx.tolist(), rows, strict=True):
+                r["image_id"] = f"{self.ds.case_ids[i]}#{i}"
+            mean, _, _ = ensemble_summary(members.cpu(), dim=1)
+            result["metrics"] = summarise(rows, mean, masks.cpu(), ev.ece_bins)
+            result["per_image"] = rows
+            result["reliability"] = reliability(mean, masks.cpu(), ev.ece_bins)
+            gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery)
+            if gallery:
+                result["artifacts"]["gallery"] = str(gallery)
+        if self.mode.diffusion:
+            grid = t_grid(self.ctx.T, ev.curve_points)
+            flags = [self.mode.conditioned] + ([False] if cfg.experiment == "e2" else [])
+            for cond in flags:
+                errs = self.x0_errors(model, "test", cond, grid, ev.curve_max_images, cfg.seed + 5)
+                result["curves"].append({"kind": "mask_error" if cfg.experiment != "e4" else "image_error",
+                                         "conditioned": cond, "t": grid, "value": errs})
+            counts = self.loss_bins[2]
+            centres = ((torch.arange(len(counts)) + 0.5) * self.ctx.T / len(counts)).round().long().tolist()
+            keep = counts > 0
+            for k, kind in ((0, "train_loss"), (1, "train_loss_weighted")):
+                vals = (self.loss_bins[k] / counts.clamp(min=1))[keep].tolist()
+                result["curves"].append({"kind": kind, "conditioned": self.mode.conditioned,
+                                         "t": [c for c, m in zip(centres, keep.tolist(), strict=True) if m],
+                                         "value": vals})
+            if cfg.experiment in ("e3", "e4"):
+                result["metrics"]["test_x0_error"] = float(np.mean(result["curves"][0]["value"]))
+        result["metrics"]["best_val"] = float(self.best["value"])
+        result["eval_time_s"] = time.perf_counter() - t_eval
+        result["artifacts"]["checkpoint"] = str(self.out / "checkpoint")
+        return result
+
+
+def train_trial(config: TrialConfig | dict[str, Any], report: Report | None = None,
+                resume_from: str | Path | None = None) -> dict[str, Any]:
+    """Run one trial. ``config``: a TrialConfig or a (nested or dotted) dict. ``report(metrics, checkpoint_dir)``
+    is called at every validation; the same numbers come back in the result with curves and artifact paths."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    return Trial(cfg, report, resume_from).run()
