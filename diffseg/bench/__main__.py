@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-BENCHES = {"data": "data", "models": "models", "sampling": "sampling"}
+BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint"}
 
 
 def main(argv: list[str] | None = None) -> int:

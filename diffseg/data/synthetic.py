@@ -17,11 +17,19 @@ from scipy.ndimage import gaussian_filter
 KINDS = ("blob", "nuclei", "clusters")
 
 
-def _ellipse(yy, xx, cy, cx, ry, rx, angle):
+def _paint_ellipse(mask, cy, cx, ry, rx, angle):
+    """Set the pixels of a rotated ellipse to True, touching only its bounding box."""
+    h, w = mask.shape
+    r = max(ry, rx)
+    y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
+    x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
+    if y0 >= y1 or x0 >= x1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
     c, s = np.cos(angle), np.sin(angle)
     dy, dx = yy - cy, xx - cx
     u, v = c * dx + s * dy, -s * dx + c * dy
-    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+    mask[y0:y1, x0:x1] |= (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
 
 
 def _texture(rng, size, sigma, amp):
@@ -58,19 +66,17 @@ def blob(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def nuclei(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     s = size / 64
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
     mask = np.zeros((size, size), bool)
     for _ in range(int(rng.integers(30, 71) * s * s)):
         cy, cx = rng.uniform(0, size, 2)
         ry, rx = rng.uniform(1.2, 2.6, 2) * s
-        mask |= _ellipse(yy, xx, cy, cx, ry, rx, rng.uniform(0, np.pi))
+        _paint_ellipse(mask, cy, cx, ry, rx, rng.uniform(0, np.pi))
     img = _render(rng, size, [(mask, (95, 55, 140))], (230, 175, 205))
     return img, mask
 
 
 def clusters(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     s = size / 64
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
     pos = np.zeros((size, size), bool)
     n_clusters = 0 if rng.random() < 0.15 else int(rng.integers(1, 5))
     for _ in range(n_clusters):
@@ -79,12 +85,12 @@ def clusters(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
         for _ in range(int(rng.integers(3, 16))):
             cy, cx = rng.normal((ccy, ccx), spread)
             r = rng.uniform(1.0, 2.0) * s
-            pos |= _ellipse(yy, xx, cy, cx, r, r * rng.uniform(0.8, 1.2), rng.uniform(0, np.pi))
+            _paint_ellipse(pos, cy, cx, r, r * rng.uniform(0.8, 1.2), rng.uniform(0, np.pi))
     neg = np.zeros_like(pos)
     for _ in range(int(rng.integers(10, 30) * s * s)):
         cy, cx = rng.uniform(0, size, 2)
         r = rng.uniform(1.0, 2.0) * s
-        neg |= _ellipse(yy, xx, cy, cx, r, r, 0.0)
+        _paint_ellipse(neg, cy, cx, r, r, 0.0)
     neg &= ~pos
     img = _render(rng, size, [(neg, (80, 95, 170)), (pos, (150, 90, 40))], (235, 228, 222))
     return img, pos

@@ -1,0 +1,61 @@
+"""Mask statistics of a dataset at the study resolution, in the spirit of nnU-Net's dataset fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_EIGHT = np.ones((3, 3), bool)
+SPARSE_FG = 0.05  # mean foreground fraction below which a dataset is reported as sparse
+
+
+def _q(a: np.ndarray) -> dict[str, float]:
+    if a.size == 0:
+        return {}
+    p = np.percentile(a, [0, 5, 25, 50, 75, 95, 100])
+    return {"min": float(p[0]), "p05": float(p[1]), "p25": float(p[2]), "median": float(p[3]), "p75": float(p[4]),
+            "p95": float(p[5]), "max": float(p[6]), "mean": float(a.mean())}
+
+
+def boundary_map(masks: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour of the other label, (N, H, W) bool."""
+    b = np.zeros_like(masks, dtype=bool)
+    dv = masks[:, :-1, :] != masks[:, 1:, :]
+    dh = masks[:, :, :-1] != masks[:, :, 1:]
+    b[:, :-1, :] |= dv
+    b[:, 1:, :] |= dv
+    b[:, :, :-1] |= dh
+    b[:, :, 1:] |= dh
+    return b
+
+
+def mask_statistics(masks: np.ndarray) -> dict:
+    """Cases, size, foreground fraction, empty fraction, objects per mask (8-connected), object areas (px),
+    centroid spread (std of object centroids in units of the image side), boundary-pixel fraction of the
+    foreground, and a sparsity flag (mean foreground fraction < 5%)."""
+    m = masks.astype(bool)
+    n, h, w = m.shape
+    fg = m.reshape(n, -1).mean(1)
+    objects, areas, cy, cx = [], [], [], []
+    for mask in m:
+        lab, k = ndimage.label(mask, structure=_EIGHT)
+        objects.append(k)
+        if k:
+            idx = np.arange(1, k + 1)
+            areas.append(ndimage.sum_labels(mask, lab, idx))
+            c = np.asarray(ndimage.center_of_mass(mask, lab, idx))
+            cy.append(c[:, 0] / h)
+            cx.append(c[:, 1] / w)
+    areas_a = np.concatenate(areas) if areas else np.zeros(0)
+    b = boundary_map(m) & m
+    fg_total = m.sum()
+    return {
+        "cases": int(n), "size": [int(h), int(w)],
+        "foreground_fraction": _q(fg), "empty_fraction": float((fg == 0).mean()),
+        "objects_per_mask": _q(np.asarray(objects, dtype=float)),
+        "object_area_px": _q(areas_a),
+        "centroid_spread": ({"y": float(np.std(np.concatenate(cy))), "x": float(np.std(np.concatenate(cx)))}
+                            if cy else {}),
+        "boundary_fraction": float(b.sum() / fg_total) if fg_total else 0.0,
+        "sparse": bool(fg.mean() < SPARSE_FG),
+    }
