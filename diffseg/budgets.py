@@ -10,12 +10,12 @@ from typing import Any
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {
-        "data.resolution": 64, "diffusion.T": 1000,
+        "data.resolution": 48, "diffusion.T": 1000,
         "model.base_channels": 16, "model.channel_mult": [1, 2, 2, 2], "model.num_res_blocks": 1,
         "model.attn_levels": 1, "model.rrdb_blocks": 1,
-        "train.steps": 300, "train.batch_size": 16, "train.lr": 5e-4, "train.val_every": 100,
-        "eval.ensemble": 5, "eval.steps": 10, "eval.eta": 1.0, "eval.val_steps": 5, "eval.val_ensemble": 3,
-        "eval.val_max_images": 16, "eval.test_max_images": 32, "eval.curve_points": 20, "eval.curve_max_images": 16,
+        "train.steps": 200, "train.batch_size": 8, "train.lr": 5e-4, "train.val_every": 100,
+        "eval.ensemble": 4, "eval.steps": 8, "eval.eta": 1.0, "eval.val_steps": 5, "eval.val_ensemble": 3,
+        "eval.val_max_images": 8, "eval.test_max_images": 16, "eval.curve_points": 16, "eval.curve_max_images": 8,
     },
     "small": {
         "data.resolution": 64, "diffusion.T": 1000,

@@ -29,7 +29,7 @@ def test_images_carry_the_mask_signal():
     img, m = generate("clusters", 30, 64)
     r, b = img[..., 0].astype(float), img[..., 2].astype(float)
     # brown positives are red-over-blue; blue negatives (background class) are not
-    assert (r - b)[m].mean() > (r - b)[~m].mean() + 40
+    assert (r - b)[m].mean() > (r - b)[~m].mean() + 15
 
 
 def test_splits_deterministic_case_level_and_retrain():

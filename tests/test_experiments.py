@@ -154,7 +154,8 @@ def test_honest_learning_check_e2_and_e1(artifacts_dir):
 
     numbers = {}
     for experiment in ("e2", "e1"):
-        overlay = {**budget_overlay("smoke"), "train.steps": 400, "experiment": experiment,
+        overlay = {**budget_overlay("smoke"), "data.resolution": 64, "train.batch_size": 16, "train.steps": 400,
+                   "eval.test_max_images": 32, "experiment": experiment,
                    "data.dataset": "synthetic-blob", "model.architecture": "ensemdiff"}
         r = train_trial(TrialConfig.from_dict(overlay))
         numbers[experiment] = {"test_iou": r["metrics"]["test_iou"], "test_ece": r["metrics"]["test_ece"],

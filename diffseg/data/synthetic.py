@@ -36,17 +36,23 @@ def _texture(rng, size, sigma, amp):
     return gaussian_filter(rng.normal(0, 1, (size, size)), sigma) * amp * sigma
 
 
+CONTRAST = 0.35  # fraction of the full colour difference between object and background that the image shows
+
+
 def _render(rng, size, fg_layers, bg_colour):
-    """fg_layers: list of (bool mask, RGB colour); returns uint8 image."""
+    """fg_layers: list of (bool mask, RGB colour); objects show CONTRAST of their colour difference to the
+    background, over low-frequency shading, texture and pixel noise; returns uint8 image."""
     s = size / 64
+    bg = np.asarray(bg_colour, dtype=float)
     img = np.empty((size, size, 3))
-    img[:] = np.asarray(bg_colour, dtype=float)
-    img += _texture(rng, size, 4 * s, 6.0)[..., None]
+    img[:] = bg
+    img += _texture(rng, size, 4 * s, 8.0)[..., None]
     for m, colour in fg_layers:
         soft = gaussian_filter(m.astype(float), 0.6 * s)[..., None]
-        tex = _texture(rng, size, 1.0 * s, 10.0)[..., None]
-        img = img * (1 - soft) + (np.asarray(colour, dtype=float) + tex) * soft
-    img += rng.normal(0, 6.0, img.shape)
+        tex = _texture(rng, size, 1.0 * s, 12.0)[..., None]
+        target = bg + CONTRAST * (np.asarray(colour, dtype=float) - bg)
+        img = img * (1 - soft) + (target + tex) * soft
+    img += rng.normal(0, 14.0, img.shape)
     return np.clip(gaussian_filter(img, (0.5 * s, 0.5 * s, 0)), 0, 255).astype(np.uint8)
 
 

@@ -50,8 +50,11 @@ class DiffusionConfig:
     timestep_sampler: str = "uniform"
     timestep_sampler_params: dict[str, Any] = field(default_factory=dict)
 
-    def schedule_kwargs(self) -> dict[str, Any]:
+    def schedule_kwargs(self, resolution: int) -> dict[str, Any]:
+        """Schedule parameters with the modifiers; shifted_cosine's ``size`` defaults to the image resolution."""
         kw = dict(self.schedule_params)
+        if self.schedule == "shifted_cosine":
+            kw.setdefault("size", resolution)
         if self.input_scale is not None:
             kw["input_scale"] = self.input_scale
         if self.logsnr_end is not None:

@@ -86,7 +86,7 @@ class Trial:
             if len(self.splits[name]) == 0:
                 raise ValueError(f"dataset {d.dataset!r}: the {name} split is empty ({len(self.ds)} samples)")
         dc = cfg.diffusion
-        self.schedule = make_schedule(dc.schedule, dc.T, **dc.schedule_kwargs())
+        self.schedule = make_schedule(dc.schedule, dc.T, **dc.schedule_kwargs(d.resolution))
         weighting = make_weighting(dc.weighting, **dc.weighting_params)
         self.ctx = DiffusionContext(
             self.schedule, loss_weight_table(weighting, self.schedule, dc.target),
