@@ -1,0 +1,153 @@
+"""Parquet exports of a study (``<out>/exports/<study>/``), re-creatable from MLflow alone.
+
+Files (schemas in the README): ``trials.parquet`` (one row per trial), ``history.parquet`` (validation over
+steps), ``curves.parquet`` (per-t analysis curves), ``images.parquet`` (per-image test metrics),
+``reliability.parquet`` (pooled reliability-diagram bins) and ``study.json`` (study-level facts).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from ..data.cache import atomic_write_text
+from .tracking import flatten
+
+TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
+                 "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
+                 "end_time", "wall_time_s", "train_time_s", "eval_time_s", "step", "best_step", "best_val",
+                 "selection_metric", "params", "git_commit", "hardware"]
+
+
+def _all_runs(client: MlflowClient, exp_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string=filter_string, max_results=500, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_parent(client: MlflowClient, study: str, parent_run_id: str | None = None):
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment named {study!r} in this tracking store")
+    if parent_run_id:
+        return exp.experiment_id, client.get_run(parent_run_id)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`diffseg.role` = 'study'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise ValueError(f"experiment {study!r} has no study parent run")
+    return exp.experiment_id, parents[0]
+
+
+def _result(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "result.json", tmp)
+        except Exception:  # noqa: BLE001 - a failed trial has no result artifact
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def _typed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Config columns with one type each: numbers as float64 (ints kept), bools, everything else JSON text."""
+    for col in [c for c in df.columns if c.startswith(prefix)]:
+        vals = df[col].dropna()
+        if vals.map(lambda v: isinstance(v, bool)).all() and len(vals):
+            df[col] = df[col].astype("boolean")
+        elif vals.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all() and len(vals):
+            df[col] = pd.to_numeric(df[col])
+        else:
+            df[col] = df[col].map(lambda v: None if v is None else (v if isinstance(v, str) else json.dumps(v)))
+            df[col] = df[col].astype("string")
+    return df
+
+
+def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str | None = None) -> dict[str, Path]:
+    client = MlflowClient(tracking_uri)
+    exp_id, parent = find_parent(client, study, parent_run_id)
+    pid = parent.info.run_id
+    runs = _all_runs(client, exp_id, f"tags.`mlflow.parentRunId` = '{pid}'")
+    trials, history, curves, images, reliability, hashes = [], [], [], [], [], {}
+    for run in runs:
+        tags, info = run.data.tags, run.info
+        res = _result(client, info.run_id)
+        tid = tags.get("ray_trial_id", info.run_id)
+        row = {"study": study, "parent_run_id": pid, "run_id": info.run_id, "trial_id": tid,
+               "trial_name": tags.get("ray_trial_name"), "arm": tags.get("arm"), "dataset": tags.get("dataset"),
+               "seed": int(tags["seed"]) if "seed" in tags else None, "budget": tags.get("budget"),
+               "mlflow_status": info.status, "git_commit": tags.get("git_commit"), "hardware": tags.get("hardware"),
+               "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
+               "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT}
+        row["wall_time_s"] = ((info.end_time - info.start_time) / 1000) if info.end_time else None
+        if res is None:
+            row.update({"status": "error" if info.status == "FAILED" else info.status.lower()})
+            trials.append(row)
+            continue
+        cfg = res["config"]
+        row.update({"status": res["status"], "dataset_hash": res["dataset_hash"], "experiment": cfg["experiment"],
+                    "architecture": cfg["model"]["architecture"], "train_time_s": res["train_time_s"],
+                    "eval_time_s": res.get("eval_time_s"), "step": res["step"], "best_step": res["best_step"],
+                    "best_val": res["best_val"], "selection_metric": res["selection_metric"],
+                    "params": res["params"]})
+        hashes[res["dataset"]] = res["dataset_hash"]
+        row.update({k: v for k, v in res["metrics"].items()})
+        row.update({f"cfg.{k}": v for k, v in flatten(cfg).items()})
+        trials.append(row)
+        history += [{"trial_id": tid, **h} for h in res["history"]]
+        curves += [{"trial_id": tid, "kind": c["kind"], "conditioned": c["conditioned"], "t": t, "value": v}
+                   for c in res["curves"] for t, v in zip(c["t"], c["value"], strict=True)]
+        images += [{"trial_id": tid, **r} for r in res["per_image"]]
+        reliability += [{"trial_id": tid, **r} for r in res["reliability"]]
+    dest.mkdir(parents=True, exist_ok=True)
+    tdf = pd.DataFrame(trials)
+    for col in TRIAL_COLUMNS:
+        if col not in tdf.columns:
+            tdf[col] = None
+    tdf = _typed(tdf[TRIAL_COLUMNS + [c for c in tdf.columns if c not in TRIAL_COLUMNS]], "cfg.")
+    for col in ("study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
+                "experiment", "architecture", "budget", "status", "mlflow_status", "selection_metric",
+                "git_commit", "hardware"):
+        tdf[col] = tdf[col].astype("string")
+    for col in ("seed", "step", "best_step", "params"):
+        tdf[col] = pd.to_numeric(tdf[col]).astype("Int64")
+    for col in ("wall_time_s", "train_time_s", "eval_time_s", "best_val"):
+        tdf[col] = pd.to_numeric(tdf[col]).astype("float64")
+    frames = {
+        "trials": tdf,
+        "history": pd.DataFrame(history, columns=None if history else ["trial_id", "step", "train_loss"]),
+        "curves": pd.DataFrame(curves, columns=["trial_id", "kind", "conditioned", "t", "value"]),
+        "images": pd.DataFrame(images) if images else pd.DataFrame(columns=["trial_id", "image_id", "iou"]),
+        "reliability": pd.DataFrame(reliability) if reliability else pd.DataFrame(
+            columns=["trial_id", "bin", "count", "confidence", "accuracy", "lower", "upper"]),
+    }
+    frames["curves"] = frames["curves"].astype({"trial_id": "string", "kind": "string", "conditioned": "bool",
+                                                "t": "int32", "value": "float64"})
+    for name in ("history", "images", "reliability"):
+        frames[name]["trial_id"] = frames[name]["trial_id"].astype("string")
+    if "image_id" in frames["images"]:
+        frames["images"]["image_id"] = frames["images"]["image_id"].astype("string")
+    paths = {}
+    for name, df in frames.items():
+        path = dest / f"{name}.parquet"
+        tmp = dest / f".{name}.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        paths[name] = path
+    p = parent.data
+    meta = {"study": study, "parent_run_id": pid, "experiment_id": exp_id, "tracking_uri": tracking_uri,
+            "budget": p.tags.get("budget"), "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
+            "datasets": hashes, "trials": len(trials),
+            "failed": int((tdf["status"] == "error").sum()) if len(tdf) else 0,
+            "total_compute_s": float(tdf["wall_time_s"].fillna(0).sum()) if len(tdf) else 0.0,
+            "description": p.params.get("description", "")}
+    atomic_write_text(dest / "study.json", json.dumps(meta, indent=1))
+    paths["study"] = dest / "study.json"
+    return paths

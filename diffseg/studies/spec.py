@@ -1,0 +1,228 @@
+"""Declarative study files (``search_spaces/<study>.yaml``), validated before anything runs.
+
+Keys: ``description`` (one line), ``experiment`` (default for every trial), ``fixed`` (dotted TrialConfig keys),
+``grid`` (axes; an axis named by a dotted config key takes scalar values, any other axis takes *arms*: mappings
+of dotted keys plus an optional ``label``), ``search`` (sampled dimensions: ``{type: choice, values}``,
+``{type: uniform|loguniform, low, high}``, ``{type: randint, low, high}``), ``algorithm`` (``grid``: the grid
+times ``num_samples`` draws of the search dimensions; ``optuna``: Optuna TPE over the search dimensions, one
+persistent Optuna study per dataset and seed), ``num_samples``, ``scheduler`` (``{type: asha, grace_period,
+reduction_factor, max_t}``), ``metric`` and ``mode`` (what trials are selected on: a validation metric),
+``seeds``, ``datasets``, ``budgets`` (per-budget overrides of dotted keys; ``seeds``/``datasets`` allowed too).
+
+Special values resolved per dataset at study start from its fingerprint: ``diffusion.weighting: fingerprint``,
+``diffusion.timestep_sampler: fingerprint`` and ``diffusion.final_noise: fingerprint``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..budgets import BUDGETS, budget_overlay
+from ..data.registry import get_spec
+from ..experiments.config import SECTIONS, TrialConfig
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+TOP_KEYS = ("description", "experiment", "fixed", "grid", "search", "algorithm", "num_samples", "scheduler",
+            "metric", "mode", "seeds", "datasets", "budgets")
+DIM_TYPES = {"choice": ("values",), "uniform": ("low", "high"), "loguniform": ("low", "high"),
+             "randint": ("low", "high")}
+FINGERPRINT = "fingerprint"
+FINGERPRINT_KEYS = ("diffusion.weighting", "diffusion.timestep_sampler", "diffusion.final_noise")
+METRICS = {"val_iou": "max", "val_x0_error": "min"}
+
+
+class SpecError(ValueError):
+    """A study file problem; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    overrides: dict[str, Any]
+
+
+@dataclass
+class StudySpec:
+    name: str
+    path: Path
+    description: str = ""
+    experiment: str = "e2"
+    fixed: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    algorithm: str = "grid"
+    num_samples: int = 1
+    scheduler: dict[str, Any] | None = None
+    metric: str = "val_iou"
+    mode: str = "max"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    datasets: list[str] = field(default_factory=list)
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def arms(self) -> list[Arm]:
+        """The cartesian product of the grid axes, each as one labelled set of overrides."""
+        axes = []
+        for axis, values in self.grid.items():
+            opts = []
+            for v in values:
+                if isinstance(v, dict):
+                    over = {k: x for k, x in v.items() if k != "label"}
+                    opts.append(Arm(str(v.get("label", _label(over))), over))
+                else:
+                    opts.append(Arm(f"{axis.split('.')[-1]}={v}", {axis: v}))
+            axes.append(opts)
+        out = []
+        for combo in itertools.product(*axes) if axes else [()]:
+            over: dict[str, Any] = {}
+            for arm in combo:
+                over.update(arm.overrides)
+            out.append(Arm("/".join(a.label for a in combo) or "default", over))
+        return out
+
+    def for_budget(self, budget: str) -> tuple[dict[str, Any], list[int], list[str]]:
+        """(config overlay of the budget and the study's budget overrides, seeds, datasets)."""
+        extra = dict(self.budgets.get(budget, {}))
+        seeds = extra.pop("seeds", self.seeds)
+        datasets = extra.pop("datasets", self.datasets)
+        return {**budget_overlay(budget), **extra}, list(seeds), list(datasets)
+
+
+def _label(over: dict[str, Any]) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in over.items()) or "default"
+
+
+def config_keys() -> set[str]:
+    keys = {f.name for f in fields(TrialConfig) if f.name not in SECTIONS}
+    for section, cls in SECTIONS.items():
+        keys |= {f"{section}.{f.name}" for f in fields(cls)}
+    return keys | {"diffusion.final_noise"}
+
+
+def study_path(name: str) -> Path:
+    return SEARCH_SPACES / f"{name}.yaml"
+
+
+def list_studies() -> dict[str, str]:
+    out = {}
+    for p in sorted(SEARCH_SPACES.glob("*.yaml")):
+        with open(p) as fh:
+            out[p.stem] = (yaml.safe_load(fh) or {}).get("description", "")
+    return out
+
+
+def load_spec(name_or_path: str) -> StudySpec:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = study_path(name_or_path)
+        if not path.exists():
+            raise SpecError(f"unknown study {name_or_path!r}; allowed: {sorted(list_studies())}")
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read study file ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a study file must be a mapping")
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {unknown}; allowed: {list(TOP_KEYS)}")
+    spec = StudySpec(name=path.stem, path=path, **raw)
+    validate(spec)
+    return spec
+
+
+def _check_keys(path: Path, where: str, keys, allowed: set[str]) -> None:
+    bad = sorted(k for k in keys if k not in allowed)
+    if bad:
+        raise SpecError(f"{path}: {where}: unknown config key(s) {bad}; allowed: {sorted(allowed)}")
+
+
+def _placeholder(over: dict[str, Any]) -> dict[str, Any]:
+    """Replace fingerprint values with valid stand-ins so the rest of a config can be validated now."""
+    out = dict(over)
+    if out.get("diffusion.weighting") == FINGERPRINT:
+        out["diffusion.weighting"], out["diffusion.weighting_params"] = "curve", {"values": [1.0, 1.0]}
+    if out.get("diffusion.timestep_sampler") == FINGERPRINT:
+        out["diffusion.timestep_sampler"] = "importance"
+        out["diffusion.timestep_sampler_params"] = {"curve": [1.0, 1.0], "correct": False}
+    fn = out.pop("diffusion.final_noise", None)
+    if fn is not None and fn != FINGERPRINT:
+        raise ValueError(f"diffusion.final_noise={fn!r} is not allowed; allowed: ['fingerprint'] "
+                         "(use diffusion.logsnr_end or diffusion.zero_terminal_snr for explicit values)")
+    if fn == FINGERPRINT:
+        out["diffusion.logsnr_end"] = -12.0
+    return out
+
+
+def validate(spec: StudySpec, budgets: tuple[str, ...] = tuple(BUDGETS)) -> None:
+    p = spec.path
+    allowed = config_keys()
+    _check_keys(p, "fixed", spec.fixed, allowed)
+    if spec.algorithm not in ("grid", "optuna"):
+        raise SpecError(f"{p}: algorithm={spec.algorithm!r} is not allowed; allowed: ['grid', 'optuna']")
+    if spec.algorithm == "optuna" and (spec.grid or not spec.search):
+        raise SpecError(f"{p}: algorithm 'optuna' needs search dimensions and takes no grid axes")
+    if spec.mode not in ("max", "min"):
+        raise SpecError(f"{p}: mode={spec.mode!r} is not allowed; allowed: ['max', 'min']")
+    if spec.metric not in METRICS:
+        raise SpecError(f"{p}: metric={spec.metric!r} is not allowed; allowed: {sorted(METRICS)} "
+                        "(studies select on validation metrics only)")
+    if not isinstance(spec.num_samples, int) or spec.num_samples < 1:
+        raise SpecError(f"{p}: num_samples must be a positive integer, got {spec.num_samples!r}")
+    if not spec.datasets:
+        raise SpecError(f"{p}: datasets: give at least one dataset")
+    if not spec.seeds or not all(isinstance(s, int) for s in spec.seeds):
+        raise SpecError(f"{p}: seeds must be a non-empty list of integers, got {spec.seeds!r}")
+    for axis, values in spec.grid.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{p}: grid.{axis} must be a non-empty list")
+        for v in values:
+            if isinstance(v, dict):
+                _check_keys(p, f"grid.{axis} arm {v.get('label', '')!r}", [k for k in v if k != "label"], allowed)
+            elif axis not in allowed:
+                raise SpecError(f"{p}: grid.{axis}: scalar values need a config key as axis name; "
+                                f"allowed: {sorted(allowed)}")
+    _check_keys(p, "search", spec.search, allowed)
+    for key, dim in spec.search.items():
+        t = dim.get("type") if isinstance(dim, dict) else None
+        if t not in DIM_TYPES:
+            raise SpecError(f"{p}: search.{key}: type={t!r} is not allowed; allowed: {sorted(DIM_TYPES)}")
+        missing = [k for k in DIM_TYPES[t] if k not in dim]
+        if missing:
+            raise SpecError(f"{p}: search.{key}: missing {missing}")
+        if t != "choice" and not dim["low"] < dim["high"]:
+            raise SpecError(f"{p}: search.{key}: low ({dim['low']}) must be below high ({dim['high']})")
+        if t == "loguniform" and dim["low"] <= 0:
+            raise SpecError(f"{p}: search.{key}: loguniform needs low > 0, got {dim['low']}")
+        if t == "choice" and not dim["values"]:
+            raise SpecError(f"{p}: search.{key}: choice needs values")
+    if spec.scheduler is not None:
+        if spec.scheduler.get("type") != "asha":
+            raise SpecError(f"{p}: scheduler.type={spec.scheduler.get('type')!r} is not allowed; allowed: ['asha']")
+        bad = sorted(set(spec.scheduler) - {"type", "grace_period", "reduction_factor", "max_t"})
+        if bad:
+            raise SpecError(f"{p}: scheduler: unknown key(s) {bad}")
+    for budget in spec.budgets:
+        if budget not in BUDGETS:
+            raise SpecError(f"{p}: budgets.{budget}: unknown budget; allowed: {sorted(BUDGETS)}")
+        _check_keys(p, f"budgets.{budget}", [k for k in spec.budgets[budget] if k not in ("seeds", "datasets")],
+                    allowed)
+    for name in spec.datasets:
+        try:
+            get_spec(name)
+        except ValueError as exc:
+            raise SpecError(f"{p}: datasets: {exc}") from None
+    samples = {k: (d["values"][0] if d["type"] == "choice" else d["low"]) for k, d in spec.search.items()}
+    for budget in budgets:
+        overlay, _, _ = spec.for_budget(budget)
+        for arm in spec.arms():
+            flat = {"experiment": spec.experiment, **overlay, **spec.fixed, **arm.overrides, **samples}
+            try:
+                TrialConfig.from_dict(_placeholder(flat)).validate()
+            except ValueError as exc:
+                raise SpecError(f"{p}: arm {arm.label!r} (budget {budget}): {exc}") from None

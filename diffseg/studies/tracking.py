@@ -1,0 +1,155 @@
+"""MLflow tracking for studies: one experiment per study, one parent run per invocation (reused on resume), one
+child run per Ray trial (tagged ``ray_trial_id``; a resumed trial continues its own run). Uses ``MlflowClient``
+with explicit run ids, so workers never depend on fluent global state (or on ``MLFLOW_RUN_ID``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MAX_PARAM_CHARS = 500
+_BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
+
+
+def sanitize(name: str) -> str:
+    """MLflow allows alphanumerics and ``_ - . space /`` in keys."""
+    return _BAD.sub("_", name)[:250]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    import torch
+
+    tags = {"git_commit": git_commit(), "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": str(os.cpu_count()),
+            "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"}
+    for pkg in ("diffseg", "torch", "ray", "mlflow", "optuna", "numpy", "transformers",
+                "dynamic-network-architectures"):
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{pkg}"] = "not installed"
+    return tags
+
+
+def default_tracking_uri(out: Path) -> str:
+    return f"sqlite:///{(out / 'mlflow.db').resolve()}"
+
+
+def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | None,
+                params: dict[str, Any], tags: dict[str, str]) -> tuple[str, str]:
+    """Create (or find) the study's experiment and the invocation's parent run in the driver, before trials start,
+    so the store's schema is created once. Returns (experiment_id, parent_run_id)."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        artifact_location = None
+        if not tracking_uri.startswith(("http://", "https://")):
+            artifact_location = (out / "mlartifacts").resolve().as_uri()
+        exp_id = client.create_experiment(study, artifact_location=artifact_location)
+    else:
+        exp_id = exp.experiment_id
+    if parent_run_id is not None:
+        client.update_run(parent_run_id, status="RUNNING")
+        return exp_id, parent_run_id
+    run = client.create_run(exp_id, run_name=f"{study}-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={**tags, "diffseg.role": "study", "diffseg.study": study})
+    log_params(client, run.info.run_id, params)
+    return exp_id, run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = []
+    for k, v in flatten(params).items():
+        text = json.dumps(v) if isinstance(v, (list, dict, tuple)) else str(v)
+        if len(text) <= MAX_PARAM_CHARS:
+            items.append(Param(sanitize(k), text))
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    ts = int(time.time() * 1000)
+    items = [Metric(sanitize(k), float(v), ts, step) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def child_run(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str, name: str,
+              tags: dict[str, str]) -> tuple[str, bool]:
+    """(run id, resumed): the trial's own child run, found by its Ray trial id or created."""
+    found = client.search_runs([exp_id], filter_string=f"tags.ray_trial_id = '{trial_id}' and "
+                                                       f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id, True
+    run = client.create_run(exp_id, run_name=name, tags={**tags, "mlflow.parentRunId": parent_id,
+                                                         "ray_trial_id": trial_id, "diffseg.role": "trial"})
+    return run.info.run_id, False
+
+
+def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(obj))
+        client.log_artifact(run_id, str(path))
+
+
+def log_trial_result(client: MlflowClient, run_id: str, result: dict[str, Any]) -> None:
+    """Final metrics, per-t curves (as metrics with step = t and as a table), per-image metrics, reliability,
+    the whole result as JSON, and the uncertainty gallery PNG."""
+    log_metrics(client, run_id, result.get("metrics", {}), step=result.get("step", 0))
+    for c in result.get("curves", []):
+        key = f"curve.{c['kind']}.{'cond' if c['conditioned'] else 'uncond'}"
+        ts = int(time.time() * 1000)
+        items = [Metric(key, float(v), ts, int(t)) for t, v in zip(c["t"], c["value"], strict=True)
+                 if math.isfinite(v)]
+        for i in range(0, len(items), 1000):
+            client.log_batch(run_id, metrics=items[i : i + 1000])
+    client.log_batch(run_id, tags=[RunTag("dataset_hash", str(result.get("dataset_hash"))),
+                                   RunTag("trial_status", str(result.get("status")))])
+    log_json_artifact(client, run_id, result.get("curves", []), "curves.json")
+    log_json_artifact(client, run_id, result.get("per_image", []), "per_image.json")
+    log_json_artifact(client, run_id, result, "result.json")
+    gallery = result.get("artifacts", {}).get("gallery")
+    if gallery and Path(gallery).exists():
+        client.log_artifact(run_id, gallery, "uncertainty")
+
+
+def finish_run(client: MlflowClient, run_id: str, ok: bool) -> None:
+    client.set_terminated(run_id, "FINISHED" if ok else "FAILED")

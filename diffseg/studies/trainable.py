@@ -1,0 +1,92 @@
+"""The Ray Tune function trainable: one study trial = ``train_trial`` + MLflow child run + Tune reports and
+checkpoints (so ``--resume`` restores unfinished trials from their last validation)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from ..experiments import TrialConfig, train_trial
+from . import tracking
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """Driver-side facts every trial needs; passed with ``tune.with_parameters`` (kept out of trial names)."""
+
+    study: str
+    budget: str
+    out: str  # absolute
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    metric: str
+    threads: int
+    env_tags: dict[str, str]
+
+
+def trial_config(config: dict[str, Any], ctx: StudyContext, out_dir: Path, point: dict[str, Any]) -> TrialConfig:
+    sampled = {k: v for k, v in config.items() if k != "point"}
+    flat = {**point["config"], **sampled, "output_dir": str(out_dir), "train.threads": ctx.threads}
+    if torch.cuda.is_available():
+        flat["train.device"] = "cuda"
+    return TrialConfig.from_dict(flat)
+
+
+def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] | None = None) -> None:
+    """``point``: the trial point (label, dataset, seed, config), in ``config['point']`` for grid studies or
+    bound with ``tune.with_parameters`` for Optuna studies, whose config holds the sampled values only."""
+    tctx = tune.get_context()
+    trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
+    out_dir = Path(ctx.out) / "trials" / trial_id
+    point = point or config["point"]
+    cfg = trial_config(config, ctx, out_dir, point)
+    client = MlflowClient(ctx.tracking_uri)
+    tags = {**ctx.env_tags, "diffseg.study": ctx.study, "budget": ctx.budget, "arm": point["label"],
+            "dataset": point["dataset"], "seed": str(point["seed"]), "ray_trial_name": trial_name}
+    run_id, resumed = tracking.child_run(client, ctx.experiment_id, ctx.parent_run_id, trial_id,
+                                         f"{point['label']} | {point['dataset']} | s{point['seed']}", tags)
+    if not resumed:
+        params = cfg.to_dict()
+        for key in ("weighting_params", "timestep_sampler_params"):
+            if len(json.dumps(params["diffusion"][key])) > tracking.MAX_PARAM_CHARS:
+                params["diffusion"][key] = {"resolved_from": "fingerprint (see fingerprint_curve.json)"}
+        tracking.log_params(client, run_id, {**params, "arm": point["label"]})
+        if point.get("fingerprint"):
+            fp = json.loads(Path(point["fingerprint"]).read_text())
+            tracking.log_json_artifact(client, run_id, {
+                "fingerprint": point["fingerprint"], "dataset_hash": fp["dataset_hash"],
+                "weighting": fp["derived"]["weighting"], "sampling_density": fp["derived"]["sampling_density"],
+                "recommended_logsnr_end": fp["derived"]["recommended_logsnr_end"],
+                "info_loss": fp["training_free"]["info_loss"]}, "fingerprint_curve.json")
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        restored = out_dir / "restored"
+        shutil.rmtree(restored, ignore_errors=True)
+        resume_from = Path(checkpoint.to_directory(str(restored)))
+
+    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        tracking.log_metrics(client, run_id, metrics, step=int(metrics["step"]))
+        ck = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        tune.report({**metrics, "done_training": False}, checkpoint=ck)
+
+    try:
+        result = train_trial(cfg, report=report, resume_from=resume_from)
+    except Exception:
+        tracking.finish_run(client, run_id, ok=False)
+        raise
+    tracking.log_trial_result(client, run_id, result)
+    tracking.finish_run(client, run_id, ok=result["status"] != "nan_loss")
+    final = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    final.update({"step": result["step"], "status": result["status"], "mlflow_run_id": run_id,
+                  result["selection_metric"]: result["best_val"] if result["best_val"] is not None else float("nan"),
+                  "done_training": True})
+    tune.report(final)
