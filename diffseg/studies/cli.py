@@ -40,10 +40,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional values share a GPU")
     p.add_argument("--num-samples", type=int, default=None, help="draws of the search dimensions (overrides spec)")
     p.add_argument("--seed", type=int, action="append", default=None, help="seed (repeatable; overrides spec)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a trial config value for every trial, e.g. --set train.steps=50 (repeatable)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial")
     p.add_argument("--resume", action="store_true", help="continue this study's last invocation in --out")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan and resource use; run nothing")
     return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (VALUE parsed as JSON where it is JSON) for known config keys."""
+    from .spec import config_keys
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in config_keys():
+            raise ValueError(f"--set {key}: unknown config key; allowed: {sorted(config_keys())}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def fail(msg: str) -> int:
@@ -54,12 +74,9 @@ def fail(msg: str) -> int:
 def search_space(spec: StudySpec) -> dict[str, Any]:
     from ray import tune
 
-    out = {}
-    for key, d in spec.search.items():
-        t = d["type"]
-        out[key] = (tune.choice(d["values"]) if t == "choice" else tune.uniform(d["low"], d["high"]) if t == "uniform"
-                    else tune.loguniform(d["low"], d["high"]) if t == "loguniform" else tune.randint(d["low"], d["high"]))
-    return out
+    make = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
+    return {key: tune.choice(d["values"]) if d["type"] == "choice" else make[d["type"]](d["low"], d["high"])
+            for key, d in spec.search.items()}
 
 
 def _cpus(address: str | None) -> int:
@@ -72,6 +89,8 @@ def start_ray(address: str | None) -> dict[str, float]:
     import torch
 
     os.environ.update({k: v for k, v in RAY_ENV.items() if k not in os.environ})
+    if ray.is_initialized():  # a caller (e.g. a test session) already started Ray: use it
+        return ray.cluster_resources()
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     else:
@@ -88,17 +107,18 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     out = Path(args.out).expanduser().resolve()
     cache_dir = out / "cache"
-    overlay, spec_seeds, spec_datasets = spec.for_budget(args.budget)
+    _, spec_seeds, spec_datasets = spec.for_budget(args.budget)
     datasets = args.dataset or spec_datasets
     seeds = args.seed or spec_seeds
     num_samples = args.num_samples or spec.num_samples
     try:
+        overrides = parse_overrides(args.overrides)
         for name in datasets:
             get_spec(name, args.data_root)
-        res = int(overlay["data.resolution"])
-        for name in datasets:  # build every dataset cache once, in the driver, before trials start
+        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root, overrides)
+        # build every dataset cache once, in the driver, before trials start
+        for name, res in sorted({(p.dataset, int(p.config["data.resolution"])) for p in plan}):
             load_dataset(name, PrepConfig(res), args.data_root, cache_dir)
-        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:

@@ -51,7 +51,7 @@ def _result(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "result.json", tmp)
-        except Exception:  # noqa: BLE001 - a failed trial has no result artifact
+        except Exception:
             return None
         return json.loads(Path(path).read_text())
 

@@ -65,14 +65,15 @@ def fingerprint_for(flat: dict[str, Any], out: Path, cache_dir: Path, data_root)
 
 
 def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: list[int] | None, out: Path,
-               cache_dir: Path, data_root=None) -> list[TrialPoint]:
+               cache_dir: Path, data_root=None, overrides: dict[str, Any] | None = None) -> list[TrialPoint]:
+    """Every trial point; ``overrides`` (dotted keys, e.g. from ``--set``) apply last, to every trial."""
     overlay, spec_seeds, spec_datasets = spec.for_budget(budget)
     points = []
     for dataset in datasets or spec_datasets:
         for seed in seeds if seeds is not None else spec_seeds:
             for arm in spec.arms():
                 flat = {"experiment": spec.experiment, **overlay, **spec.fixed, **arm.overrides,
-                        "data.dataset": dataset, "seed": seed, "data.cache_dir": str(cache_dir)}
+                        "data.dataset": dataset, "seed": seed, "data.cache_dir": str(cache_dir), **(overrides or {})}
                 if data_root is not None:
                     flat["data.data_root"] = str(data_root)
                 fp_path = None

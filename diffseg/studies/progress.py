@@ -29,9 +29,9 @@ class Progress(tune.Callback):
     def failed(self) -> int:
         return len(self._failed)
 
-    def _line(self, trials) -> str:
+    def _line(self) -> str:
         ended = self._finished | self._failed
-        running = sum(t.status == "RUNNING" and t.trial_id not in ended for t in trials)
+        running = len(set(self._started) - ended)
         pending = max(0, self.total - running - self.done - self.failed)
         elapsed = time.monotonic() - self.t0
         eta = "?"
@@ -42,12 +42,13 @@ class Progress(tune.Callback):
         return (f"[{elapsed / 60:5.1f} min] trials: {pending} pending, {running} running, {self.done} done, "
                 f"{self.failed} failed | best {self.metric} {best} | ETA {eta}")
 
-    def _print(self, trials) -> None:
-        print(self._line(trials), file=self.stream, flush=True)
+    def _print(self) -> None:
+        print(self._line(), file=self.stream, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started[trial.trial_id] = time.monotonic()
-        self._print(trials)
+        self._failed.discard(trial.trial_id)  # a retried trial runs again
+        self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         v = result.get(self.metric)
@@ -58,8 +59,9 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished.add(trial.trial_id)
         self._durations.append(time.monotonic() - self._started.get(trial.trial_id, self.t0))
-        self._print(trials)
+        self._print()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._failed.add(trial.trial_id)
-        self._print(trials)
+        self._finished.discard(trial.trial_id)
+        self._print()

@@ -1,0 +1,88 @@
+"""``python reports/make_report.py --study NAME [--runs DIR] [--out DIR]``: the analysis of a study as one
+self-contained HTML report (plus every chart as PNG), built from the Parquet exports and attached to the
+study's MLflow parent run. Exit 0 on success, 2 when the study has no exports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .data import NoExports, StudyData, load_study
+from .html import render
+from .sections import build_sections
+
+
+def ensure_fingerprints(d: StudyData) -> list[str]:
+    """Compute missing training-free fingerprints (linear schedule, the study's resolution and T) for the
+    study's datasets where the data is reachable; return notes for those that could not be computed."""
+    from ..fingerprint import compute_fingerprint, save_fingerprint
+
+    notes = []
+    t = d.ok_trials()
+    for ds in sorted(set(t.dataset.dropna()) - set(d.fingerprints)):
+        row = t[t.dataset == ds].iloc[0]
+        res, T = int(row["cfg.data.resolution"]), int(row["cfg.diffusion.T"])
+        root = row.get("cfg.data.data_root")
+        try:
+            fp = compute_fingerprint(ds, "linear", T, res, data_root=None if root is None or root != root else root,
+                                     cache_dir=d.runs / "cache")
+        except (OSError, ValueError) as exc:
+            notes.append(f"no training-free fingerprint for {ds}: {exc}")
+            continue
+        if fp["dataset_hash"] == d.meta.get("datasets", {}).get(ds):
+            save_fingerprint(fp, d.runs / "fingerprints" / f"report-{ds.replace(':', '_').replace('/', '_')}-{res}"
+                             / "fingerprint.json")
+            d.fingerprints[ds] = fp
+    return notes
+
+
+def attach_to_mlflow(d: StudyData, out: Path) -> str | None:
+    uri, parent = d.meta.get("tracking_uri"), d.meta.get("parent_run_id")
+    if not uri or not parent:
+        return "no tracking URI in study.json"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        client.log_artifact(parent, str(out / "report.html"), "report")
+        client.log_artifacts(parent, str(out / "charts"), "report/charts")
+    except Exception as exc:
+        return f"not attached to MLflow ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = True) -> dict:
+    d = load_study(runs, study)
+    notes = ensure_fingerprints(d)
+    out = out or runs / "reports" / study
+    result = render(f"diffseg study report: {study}", build_sections(d), out)
+    result["notes"] = notes
+    if attach:
+        note = attach_to_mlflow(d, out)
+        if note:
+            result["notes"].append(note)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="reports/make_report.py", description=__doc__.splitlines()[0])
+    p.add_argument("--study", required=True)
+    p.add_argument("--runs", default="runs", help="the folder a study wrote with run_study.py --out")
+    p.add_argument("--out", default=None, help="default: <runs>/reports/<study>/")
+    p.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the MLflow parent run")
+    args = p.parse_args(argv)
+    try:
+        r = make_report(args.study, Path(args.runs).resolve(), Path(args.out).resolve() if args.out else None,
+                        attach=not args.no_mlflow)
+    except NoExports as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in r["notes"]:
+        print(f"note: {note}")
+    print(f"report: {r['html']} ({r['charts']} charts, PNGs in {r['html'].parent / 'charts'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Report sections. Each returns a ``Section`` (title, text, HTML tables, Altair charts, images) or None when
+the study has no data for it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from .data import StudyData
+
+W, H = 260, 180
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    text: str = ""
+    tables: list[str] = field(default_factory=list)
+    charts: list[tuple[str, alt.TopLevelMixin]] = field(default_factory=list)  # (name, chart)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (caption, data URI)
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:.3f}" if n <= 1 or pd.isna(std) else f"{mean:.3f} ± {std:.3f} (n={n})"
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, classes="tbl", escape=True, na_rep="-")
+
+
+def summary(d: StudyData) -> Section:
+    t, m = d.trials, d.meta
+    rows = [("study", d.study), ("description", m.get("description", "")), ("budget", m.get("budget")),
+            ("hardware", m.get("hardware")), ("git commit", m.get("git_commit")),
+            ("trials", f"{int((t.status == 'ok').sum())} ok, {int((t.status == 'error').sum())} failed, "
+                       f"{int((t.status == 'nan_loss').sum())} NaN loss, {len(t)} total"),
+            ("total compute", f"{t.wall_time_s.fillna(0).sum() / 60:.1f} min")]
+    rows += [(f"dataset {name}", f"hash {h[:16]}") for name, h in sorted(m.get("datasets", {}).items())]
+    return Section("summary", "Summary", tables=[_table(pd.DataFrame(rows, columns=["", "value"]))])
+
+
+def table1(d: StudyData) -> Section | None:
+    t = d.ok_trials()
+    if "test_iou" not in t or t.experiment.isin(["e1", "e2"]).sum() == 0 or t.architecture.nunique() < 2:
+        return None
+    g = t[t.experiment.isin(["e1", "e2"])].groupby(["dataset", "architecture", "experiment"])
+    agg = g.agg(iou=("test_iou", "mean"), iou_sd=("test_iou", "std"), ece=("test_ece", "mean"),
+                ece_sd=("test_ece", "std"), n=("test_iou", "size")).reset_index()
+    rows = []
+    for (ds, arch), grp in agg.groupby(["dataset", "architecture"]):
+        e = {r.experiment: r for r in grp.itertuples()}
+        row = {"dataset": ds, "architecture": arch}
+        for exp, name in (("e1", "feed-forward"), ("e2", "diffusion")):
+            r = e.get(exp)
+            row[f"IoU {name}"] = _fmt(r.iou, r.iou_sd, r.n) if r else "-"
+            row[f"ECE {name}"] = _fmt(r.ece, r.ece_sd, r.n) if r else "-"
+        both = "e1" in e and "e2" in e
+        row["ΔIoU (diff - ff)"] = f"{e['e2'].iou - e['e1'].iou:+.3f}" if both else "-"
+        row["ΔECE (diff - ff)"] = f"{e['e2'].ece - e['e1'].ece:+.3f}" if both else "-"
+        rows.append(row)
+    order = {"ensemdiff": 0, "segdiff": 1, "medsegdiff": 2, "nnunet": 3, "segformer": 4}
+    df = pd.DataFrame(rows).sort_values(["dataset", "architecture"], key=lambda s: s.map(order).fillna(s))
+    return Section("table1", "Table 1: feed-forward vs diffusion training",
+                   "Test IoU and ECE (10 bins) per dataset and architecture, mean ± std over seeds; the references "
+                   "(nnU-Net, SegFormer) are trained feed-forward only.", tables=[_table(df)])
+
+
+def _normalised_e3(d: StudyData) -> pd.DataFrame:
+    t = d.ok_trials()
+    c = d.curves.merge(t[["trial_id", "dataset", "architecture", "experiment"]], on="trial_id")
+    c = c[(c.experiment == "e3") & (c.kind == "mask_error")].copy()
+    prior = {ds: fp["training_free"]["prior_fg"] for ds, fp in d.fingerprints.items()}
+    c["prior"] = pd.to_numeric(c.dataset.astype(object).map(prior), errors="coerce").astype(float)
+    c = c.dropna(subset=["prior"])
+    c["value"] = c.value / (4 * c.prior * (1 - c.prior))
+    return c
+
+
+def fingerprints(d: StudyData) -> Section | None:
+    e3 = _normalised_e3(d)
+    if e3.empty and not d.fingerprints:
+        return None
+    charts = []
+    tf = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
+                                  "value": fp["training_free"]["info_loss"], "curve": "training-free"})
+                    for ds, fp in d.fingerprints.items()]) if d.fingerprints else pd.DataFrame()
+    layers = []
+    if not e3.empty:
+        per_arch = e3.groupby(["dataset", "architecture", "t"], as_index=False).value.mean()
+        per_arch["curve"] = per_arch.architecture
+        mean = per_arch.groupby(["dataset", "t"], as_index=False).value.mean()
+        mean["curve"] = "mean of architectures"
+        layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
+            x="t:Q", y=alt.Y("value:Q", title="normalised error / information loss"), color="curve:N"))
+        layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(x="t:Q", y="value:Q", color="curve:N"))
+    if not tf.empty:
+        layers.append(alt.Chart(tf).mark_line(color="black").encode(
+            x="t:Q", y="value:Q", color="curve:N"))
+    data_sets = sorted(set(e3.dataset) | set(d.fingerprints))
+    for ds in data_sets:
+        sub = [layer.transform_filter(alt.datum.dataset == ds) for layer in layers]
+        charts.append((f"fingerprint_{ds}", alt.layer(*sub).properties(width=W, height=H, title=ds)))
+    if d.fingerprints:
+        w = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
+                                     "weight": fp["derived"]["weighting"]}) for ds, fp in d.fingerprints.items()])
+        charts.append(("derived_weighting", alt.Chart(w).mark_line().encode(
+            x="t:Q", y=alt.Y("weight:Q", title="derived weighting (mean 1)"), color="dataset:N"
+        ).properties(width=W * 2, height=H, title="fingerprint-derived weighting |d info loss / dt|")))
+    rows = [{"dataset": ds, "t_half": fp["training_free"]["t_half"],
+             "recoverable until t": fp["derived"]["recoverable_until_t"], "lost from t": fp["derived"]["lost_from_t"],
+             "info loss at T": round(fp["derived"]["info_loss_at_T"], 3),
+             "recommended logSNR(T)": round(fp["derived"]["recommended_logsnr_end"], 2),
+             "sparse": fp["mask_stats"]["sparse"]} for ds, fp in sorted(d.fingerprints.items())]
+    return Section("fingerprints", "Dataset fingerprints (Fig. 4)",
+                   "E3 mask-prediction error over t (image removed), normalised by the prior's error 4π(1-π): one "
+                   "dotted line per architecture, their mean solid; the training-free information-loss curve in "
+                   "black. Small objects lose their information at lower t than large lesions.",
+                   tables=[_table(pd.DataFrame(rows))] if rows else [], charts=charts)
+
+
+def conditioning_and_loss(d: StudyData) -> Section | None:
+    t = d.ok_trials()
+    c = d.curves.merge(t[["trial_id", "dataset", "experiment"]], on="trial_id")
+    charts = []
+    cond = c[(c.experiment == "e2") & (c.kind == "mask_error")]
+    if cond.conditioned.nunique() == 2:
+        m = cond.groupby(["dataset", "conditioned", "t"], as_index=False).value.mean()
+        m["input"] = np.where(m.conditioned, "with image", "image nulled")
+        charts.append(("conditioned_vs_unconditioned", alt.Chart(m).mark_line().encode(
+            x="t:Q", y=alt.Y("value:Q", title="mask-prediction MSE"), color="input:N",
+            column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
+    loss = c[c.kind == "train_loss"]
+    if not loss.empty:
+        m = loss.groupby(["dataset", "experiment", "t"], as_index=False).value.mean()
+        m["value"] = m.value / m.groupby(["dataset", "experiment"]).value.transform("mean")
+        m["task"] = m.experiment.map({"e2": "segmentation (E2)", "e4": "image generation (E4)",
+                                      "e3": "mask only (E3)"}).fillna(m.experiment)
+        charts.append(("training_loss_over_t", alt.Chart(m).mark_line().encode(
+            x="t:Q", y=alt.Y("value:Q", title="training loss / its mean", scale=alt.Scale(type="log")),
+            color="task:N", column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
+    if not charts:
+        return None
+    return Section("conditioning", "Conditioning and training loss over t (Fig. 3)",
+                   "Mask error with and without the image (E2 models); the training loss (eps-space MSE over the "
+                   "second half of training) binned by t, each curve divided by its mean.", charts=charts)
+
+
+def _arms(d: StudyData) -> pd.DataFrame:
+    return d.ok_trials().dropna(subset=["arm"])
+
+
+def comparison(d: StudyData) -> Section | None:
+    t = _arms(d)
+    if t.empty or t.arm.nunique() < 2:
+        return None
+    charts = []
+    for metric, title in (("test_iou", "test IoU"), ("test_ece", "test ECE"), ("test_x0_error", "test x0 error")):
+        if metric not in t or t[metric].isna().all():
+            continue
+        base = alt.Chart(t.dropna(subset=[metric])).encode(y=alt.Y("arm:N", title=None))
+        chart = (base.mark_point(filled=True, opacity=0.6).encode(x=alt.X(f"{metric}:Q", title=title))
+                 + base.mark_tick(color="black", thickness=2).encode(x=f"mean({metric}):Q")
+                 ).properties(width=W, height=alt.Step(16)).facet(column=alt.Column("dataset:N", title=None))
+        charts.append((f"{metric}_per_arm", chart))
+    h = d.history.merge(t[["trial_id", "arm", "dataset", "seed"]], on="trial_id")
+    val = "val_iou" if "val_iou" in h and h.val_iou.notna().any() else "val_x0_error"
+    if val in h and not h.empty:
+        hm = h.dropna(subset=[val]).groupby(["dataset", "arm", "step"], as_index=False)[val].mean()
+        charts.append(("validation_over_steps", alt.Chart(hm).mark_line(point=True).encode(
+            x="step:Q", y=alt.Y(f"{val}:Q"), color="arm:N", column=alt.Column("dataset:N", title=None)
+        ).properties(width=W, height=H)))
+    sel = t.groupby(["dataset", "arm"], as_index=False).agg(
+        best_val=("best_val", "mean"), n=("best_val", "size"),
+        **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in t})
+    mode = "min" if t.selection_metric.iloc[0] == "val_x0_error" else "max"
+    best = sel.loc[sel.groupby("dataset").best_val.idxmax() if mode == "max" else
+                   sel.groupby("dataset").best_val.idxmin()].round(4)
+    return Section("comparison", "Arm comparison",
+                   f"Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the "
+                   f"best configuration per dataset, chosen on validation ({t.selection_metric.iloc[0]}, {mode}) "
+                   "and reported on test.", tables=[_table(best)], charts=charts)
+
+
+def calibration(d: StudyData) -> Section | None:
+    t = _arms(d)
+    r = d.reliability.merge(t[["trial_id", "arm", "dataset"]], on="trial_id")
+    if r.empty:
+        return None
+    r = r.assign(cw=r["count"] * r.confidence, aw=r["count"] * r.accuracy)
+    agg = r.groupby(["dataset", "arm", "bin"], as_index=False)[["count", "cw", "aw"]].sum()
+    agg = agg[agg["count"] > 0].assign(confidence=lambda x: x.cw / x["count"], accuracy=lambda x: x.aw / x["count"])
+    diag = pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})
+    charts = []
+    for ds in sorted(agg.dataset.unique()):
+        lines = alt.Chart(agg[agg.dataset == ds]).mark_line(point=True).encode(
+            x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("accuracy:Q", title="foreground frequency", scale=alt.Scale(domain=[0, 1])), color="arm:N")
+        ref = alt.Chart(diag).mark_line(color="gray", strokeDash=[4, 4]).encode(x="confidence:Q", y="accuracy:Q")
+        charts.append((f"reliability_{ds}", (ref + lines).properties(width=W, height=W, title=ds)))
+    images = []
+    for (ds, arm), grp in t.sort_values("seed").groupby(["dataset", "arm"]):
+        p = d.gallery(grp.trial_id.iloc[0])
+        if p is not None and len(images) < 12:
+            images.append((f"{ds} / {arm}: image, ground truth, mean, 2 x std",
+                           "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
+    return Section("calibration", "Calibration and uncertainty",
+                   "Reliability diagrams of the pooled test pixels per arm (10 equal-width bins; the diagonal is "
+                   "perfect calibration) and uncertainty galleries.", charts=charts, images=images)
+
+
+IGNORED = {"cfg.seed", "cfg.data.dataset", "cfg.output_dir", "cfg.data.cache_dir", "cfg.data.data_root"}
+
+
+def search_overview(d: StudyData) -> Section | None:
+    t = _arms(d)
+    cols = [c for c in t.columns if c.startswith("cfg.") and c not in IGNORED and t[c].nunique(dropna=False) > 1
+            and not (t[c].dtype == "string" and t[c].str.len().max() > 80)]
+    if not cols or t.best_val.isna().all():
+        return None
+    charts = []
+    for c in cols[:8]:
+        numeric = pd.api.types.is_numeric_dtype(t[c]) and t[c].nunique() > 4
+        df = t[[c, "best_val", "dataset"]].rename(columns={c: "value"})
+        df["value"] = df.value.astype(float if numeric else str)
+        charts.append((f"effect_{c[4:]}", alt.Chart(df).mark_point(filled=True, opacity=0.7).encode(
+            x=alt.X("value:Q" if numeric else "value:N", title=c[4:]),
+            y=alt.Y("best_val:Q", title=t.selection_metric.iloc[0]), color="dataset:N"
+        ).properties(width=W, height=H, title=c[4:])))
+    return Section("search", "Search overview",
+                   "Per-parameter effect on the selection metric (every trial one point).", charts=charts)
+
+
+SECTIONS = (summary, table1, fingerprints, conditioning_and_loss, comparison, calibration, search_overview)
+
+
+def build_sections(d: StudyData) -> list[Section]:
+    return [s for s in (fn(d) for fn in SECTIONS) if s is not None]
+
+
+def to_json(chart: alt.TopLevelMixin) -> str:
+    return json.dumps(chart.to_dict())

@@ -1,0 +1,90 @@
+"""The report as a user sees it: built from real smoke-study exports, opened in headless Chromium."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffseg.report.cli import main as report_main
+from diffseg.studies.cli import main as study_main
+
+# the shipped study files at the smoke budget, shrunk to one dataset and a few steps so the suite stays short
+SHRINK = ["--dataset", "synthetic-blob", "--set", "train.steps=20", "--set", "train.val_every=10",
+          "--set", "data.resolution=32", "--set", "eval.test_max_images=6", "--set", "eval.curve_points=8",
+          "--set", "eval.curve_max_images=4", "--set", "eval.val_max_images=4"]
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def test_no_exports_is_a_clear_error(tmp_path, capsys):
+    assert report_main(["--study", "weighting_schedules", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no complete Parquet exports for study 'weighting_schedules'" in err and "run_study.py" in err
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("headless Chromium is needed: apt-get install chromium chromium-driver (.ci/run does this)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--disable-sync", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _check_in_browser(driver, html: Path, shots: Path) -> dict:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(html.as_uri())
+    WebDriverWait(driver, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-rendered")
+                                     or d.execute_script("return window.__reportErrors.length"))
+    body = driver.find_element(By.TAG_NAME, "body")
+    expected = int(body.get_attribute("data-charts"))
+    errors = driver.execute_script("return window.__reportErrors")
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    charts = driver.find_elements(By.CSS_SELECTOR, "div.chart")
+    drawn = [c for c in charts if c.find_elements(By.CSS_SELECTOR, "svg, canvas")]
+    shots.mkdir(parents=True, exist_ok=True)
+    sections = driver.find_elements(By.TAG_NAME, "section")
+    for s in sections:
+        driver.execute_script("arguments[0].scrollIntoView()", s)
+        s.screenshot(str(shots / f"{s.get_attribute('id')}.png"))
+    return {"expected": expected, "rendered": int(body.get_attribute("data-rendered") or -1), "charts": len(charts),
+            "drawn": len(drawn), "errors": errors, "severe": severe,
+            "sections": [s.get_attribute("id") for s in sections]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("study", "sections"), [
+    ("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration", "search"}),
+    ("architectures", {"summary", "table1", "conditioning", "comparison", "calibration", "search"}),
+])
+def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_session, browser, artifacts_dir):
+    runs = tmp_path / "runs"
+    assert study_main(["--study", study, "--budget", "smoke", "--out", str(runs), *SHRINK]) == 0
+    assert report_main(["--study", study, "--runs", str(runs)]) == 0
+    out = runs / "reports" / study
+    pngs = sorted((out / "charts").glob("*.png"))
+    assert pngs
+    for p in pngs:
+        with Image.open(p) as im:
+            assert im.width > 100 and im.height > 50
+            assert im.convert("L").getextrema()[0] < 200  # something was drawn, not a blank canvas
+    shots = artifacts_dir / "report_screenshots" / study
+    shutil.rmtree(shots, ignore_errors=True)
+    r = _check_in_browser(browser, out / "report.html", shots)
+    assert r["errors"] == [] and r["severe"] == [], r
+    assert r["expected"] == r["charts"] == r["drawn"] == r["rendered"] == len(pngs), r
+    assert sections <= set(r["sections"]), r["sections"]
+    assert {p.stem for p in shots.glob("*.png")} == set(r["sections"])
+    shutil.copy(out / "report.html", artifacts_dir / f"report_{study}.html")

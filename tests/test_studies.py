@@ -1,0 +1,192 @@
+"""Studies: spec validation, the CLI, and end-to-end runs through Ray, MLflow (a real server) and Parquet."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diffseg.studies.cli import main as study_main
+from diffseg.studies.spec import SpecError, list_studies, load_spec
+from tests.conftest import bin_path as _bin
+from tests.conftest import free_port as _free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ["architectures", "final_noise_levels", "fingerprints", "noise_schedules", "segmentation_vs_generation",
+           "weighting_schedules"]
+TINY_BUDGET = ("{train.steps: 6, train.val_every: 3, eval.test_max_images: 3, eval.curve_points: 4, "
+               "eval.curve_max_images: 3, eval.ensemble: 2, eval.steps: 2, eval.val_steps: 2, eval.val_max_images: 3}")
+
+
+def tiny_spec(path: Path, arms: str = "", datasets: str = "[synthetic-blob]") -> Path:
+    arms = arms or """
+    - {label: uniform, diffusion.weighting: uniform}
+    - {label: min_snr, diffusion.weighting: min_snr, diffusion.weighting_params: {gamma: 5}}
+    - {label: fingerprint, diffusion.weighting: fingerprint}"""
+    path.write_text(f"""
+description: tiny end-to-end study
+experiment: e2
+fixed: {{model.architecture: ensemdiff, model.base_channels: 8, model.channel_mult: [1, 2], data.resolution: 32}}
+grid:
+  weighting:{arms}
+metric: val_iou
+mode: max
+seeds: [0]
+datasets: {datasets}
+budgets:
+  smoke: {TINY_BUDGET}
+""")
+    return path
+
+
+def test_every_shipped_study_validates_for_every_budget():
+    assert set(list_studies()) == set(STUDIES)
+    for name in STUDIES:
+        spec = load_spec(name)
+        assert spec.arms() and spec.datasets and spec.description
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("description: x\nexperiment: e2\ndatasets: [synthetic-blob]\nbogus: 1\n", "unknown key(s) ['bogus']"),
+        ("datasets: [synthetic-blob]\ngrid:\n  w:\n    - {diffusion.weighting: minsnr}\n",
+         "diffusion.weighting='minsnr' is not allowed; allowed: ['curve', 'debiased'"),
+        ("datasets: [synthetic-blob]\nfixed: {diffusion.schedul: linear}\n",
+         "unknown config key(s) ['diffusion.schedul']"),
+        ("datasets: [synthetic-blob]\nsearch:\n  train.lr: {type: loguniform, low: 0.1, high: 0.01}\n",
+         "low (0.1) must be below high (0.01)"),
+        ("datasets: [nope]\n", "unknown dataset 'nope'"),
+        ("datasets: [synthetic-blob]\nmetric: test_iou\n", "studies select on validation metrics only"),
+    ],
+)
+def test_bad_study_files_exit_2_with_the_message(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(str(path))
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert study_main(["--study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "ray").exists()
+
+
+def test_unknown_study_and_list(capsys):
+    assert study_main(["--study", "nope"]) == 2
+    assert "unknown study 'nope'; allowed: ['architectures'" in capsys.readouterr().err
+    assert study_main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in STUDIES)
+
+
+def test_dry_run_prints_plan_and_resolves_fingerprints(tmp_path, capsys):
+    rc = study_main(["--study", "weighting_schedules", "--dry-run", "--out", str(tmp_path), "--dataset",
+                     "synthetic-blob", "--cpus-per-trial", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "7 trials" in out and "fingerprint_sampling" in out and "1.0 CPU" in out
+    assert list((tmp_path / "fingerprints").glob("*/fingerprint.json"))
+
+
+def test_bad_dataset_root_exits_2_before_ray(tmp_path, capsys):
+    rc = study_main(["--study", "weighting_schedules", "--dataset", "isic2016", "--data-root", str(tmp_path / "x"),
+                     "--out", str(tmp_path / "out")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "ray").exists()
+
+
+# --- end to end -------------------------------------------------------------------------------------------------
+
+
+def _rest(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session, mlflow_server, artifacts_dir):
+    spec = tiny_spec(tmp_path / "e2e_study.yaml")
+    out = tmp_path / "runs"
+    rc = study_main(["--study", str(spec), "--out", str(out), "--tracking-uri", mlflow_server])
+    assert rc == 0
+    exp = _rest(mlflow_server, "experiments/get-by-name?experiment_name=e2e_study")["experiment"]
+    runs = _rest(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    parents = [r for r in runs if {"key": "diffseg.role", "value": "study"} in r["data"]["tags"]]
+    assert len(parents) == 1
+    pid = parents[0]["info"]["run_id"]
+    children = _rest(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                                   "filter": f"tags.mlflow.parentRunId = '{pid}'"})["runs"]
+    assert len(children) == 3
+    for child in children:
+        tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+        params = {p["key"]: p["value"] for p in child["data"]["params"]}
+        metrics = {m["key"] for m in child["data"]["metrics"]}
+        assert tags["ray_trial_id"] and tags["git_commit"] and tags["dataset_hash"] and tags["budget"] == "smoke"
+        assert params["diffusion.weighting"] in {"uniform", "min_snr", "curve"} and params["data.resolution"] == "32"
+        assert {"val_iou", "test_iou", "test_ece", "curve.mask_error.cond"} <= metrics
+        arts = _rest(mlflow_server, f"artifacts/list?run_id={child['info']['run_id']}")["files"]
+        names = {a["path"] for a in arts}
+        assert {"result.json", "curves.json", "per_image.json", "uncertainty"} <= names
+        if params["diffusion.weighting"] == "curve":
+            assert "fingerprint_curve.json" in names
+        hist = _rest(mlflow_server, f"metrics/get-history?run_id={child['info']['run_id']}&metric_key=val_iou")
+        assert [m["step"] for m in hist["metrics"]] == [3, 6]
+    exports = out / "exports" / "e2e_study"
+    trials = pd.read_parquet(exports / "trials.parquet")
+    assert len(trials) == 3 and set(trials.status) == {"ok"} and trials.test_iou.between(0, 1).all()
+    assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
+    assert "cfg.diffusion.weighting" in trials.columns and trials.dataset_hash.notna().all()
+    curves = pd.read_parquet(exports / "curves.parquet")
+    assert {"mask_error", "train_loss"} <= set(curves.kind) and str(curves.t.dtype) == "int32"
+    assert len(pd.read_parquet(exports / "history.parquet")) == 6
+    assert len(pd.read_parquet(exports / "images.parquet")) == 9
+    shutil.copytree(exports, artifacts_dir / "e2e_exports", dirs_exist_ok=True)
+    # re-creatable from MLflow alone
+    shutil.rmtree(exports)
+    proc = subprocess.run([sys.executable, str(ROOT / "studies" / "export.py"), "--study", "e2e_study", "--out",
+                           str(out), "--tracking-uri", mlflow_server], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    again = pd.read_parquet(exports / "trials.parquet")
+    assert sorted(again.run_id) == sorted(trials.run_id)
+    # resume reuses the parent run and never duplicates a child
+    rc = study_main(["--study", str(spec), "--out", str(out), "--tracking-uri", mlflow_server, "--resume"])
+    assert rc == 0
+    runs = _rest(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    assert len(runs) == 4
+
+
+@pytest.mark.slow
+def test_run_on_separately_started_ray_head(tmp_path):
+    """A head started with `ray start --head` (its own process group, stopped by signal, so any other Ray on
+    the machine is untouched); the study connects with --address."""
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        [_bin("ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--block",
+         "--include-dashboard=false", "--object-store-memory=150000000", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        spec = tiny_spec(tmp_path / "cluster_study.yaml", arms="\n    - {label: uniform, diffusion.weighting: uniform}")
+        cmd = [sys.executable, str(ROOT / "studies" / "run_study.py"), "--study", str(spec),
+               "--out", str(tmp_path / "runs"), "--address", f"127.0.0.1:{port}"]
+        for _ in range(60):  # wait for the head to accept drivers
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            if "Could not find any running Ray instance" not in proc.stderr + proc.stdout:
+                break
+            time.sleep(1)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        trials = pd.read_parquet(tmp_path / "runs" / "exports" / "cluster_study" / "trials.parquet")
+        assert list(trials.status) == ["ok"]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
