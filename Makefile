@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DNA_SPEC ?= dynamic-network-architectures==0.4.4
 
-.PHONY: install browser test test-fast lint study ui bench clean
+.PHONY: install browser test test-fast lint study report ui bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ test-fast: $(STAMP)
 
 study: $(STAMP)
 	$(BIN)/python studies/run_study.py --study weighting_schedules --budget smoke
+
+report: $(STAMP)
+	$(BIN)/python reports/make_report.py --study weighting_schedules --runs runs
 
 ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \

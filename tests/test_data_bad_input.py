@@ -119,3 +119,28 @@ def test_cli_exit_codes(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "diffseg.data", "check", "--dataset", "nonsense"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown dataset 'nonsense'" in proc.stderr
+
+
+@pytest.mark.parametrize("year", [2017, 2018])
+def test_isic_2017_2018_layouts_with_official_parts(tmp_path, year):
+    rng = np.random.default_rng(0)
+    parts = {2017: [("ISIC-2017_Training_Data", "ISIC-2017_Training_Part1_GroundTruth", "train"),
+                    ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth", "val"),
+                    ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "test")],
+             2018: [("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth", "train"),
+                    ("ISIC2018_Task1-2_Validation_Input", "ISIC2018_Task1_Validation_GroundTruth", "val"),
+                    ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "test")]}[year]
+    for k, (img_dir, gt_dir, _) in enumerate(parts):
+        (tmp_path / img_dir).mkdir()
+        (tmp_path / gt_dir).mkdir()
+        for i in range(2):
+            case = f"ISIC_00{k}000{i}"
+            Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / img_dir / f"{case}.jpg")
+            m = np.zeros((30, 40), np.uint8)
+            m[5:20, 5:25] = 255
+            Image.fromarray(m).save(tmp_path / gt_dir / f"{case}_segmentation.png")
+        (tmp_path / img_dir / f"ISIC_00{k}0000_superpixels.png").write_bytes(b"not part of the task")
+    ds = load_dataset(f"isic{year}", PrepConfig(16), data_root=tmp_path, cache_dir=tmp_path / "cache")
+    assert len(ds) == 6 and sorted(set(ds.official_splits)) == ["test", "train", "val"]
+    sp = ds.splits()
+    assert [len(sp[k]) for k in ("train", "val", "test")] == [2, 2, 2]

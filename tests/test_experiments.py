@@ -163,3 +163,8 @@ def test_honest_learning_check_e2_and_e1(artifacts_dir):
     (artifacts_dir / "learning_check.json").write_text(json.dumps(numbers, indent=2))
     assert numbers["e2"]["test_iou"] >= 0.8, numbers
     assert numbers["e1"]["test_iou"] >= 0.8, numbers
+
+
+def test_bf16_autocast_path_runs_on_cpu():
+    r = train_trial(cfg(**{"train.steps": 3, "train.bf16": True, "train.val_every": 3}))
+    assert r["status"] == "ok" and math.isfinite(r["metrics"]["test_iou"])

@@ -90,17 +90,24 @@ def test_ddim_and_ddpm_match_diffusers(spacing, eta):
     torch.testing.assert_close(ours[:, 0], x, rtol=1e-4, atol=1e-4)
 
 
-def test_ddim_eta0_full_T_is_deterministic_and_batched():
-    s = make_schedule("cosine", 100)
-    g = torch.Generator().manual_seed(3)
-    noise = torch.randn(2 * 4, 1, 8, 8, generator=g)
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), members=st.integers(1, 4), name=st.sampled_from(["linear", "cosine", "laplace"]),
+       spacing=st.sampled_from(["trailing", "leading", "linspace"]))
+def test_ddim_eta0_full_T_is_deterministic_and_batched(seed, members, name, spacing):
+    """DDIM with eta = 0 and k = T is a deterministic map of the noise, and an ensemble member folded into the
+    batch equals DDIM sampling of that member alone from the same noise."""
+    s = make_schedule(name, 50)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(2 * members, 1, 8, 8, generator=g)
     cond = torch.randn(2, 1, 8, 8, generator=g)
-    a = sample(_toy_model, s, (2, 1, 8, 8), cond=cond, ensemble=4, noise=noise, steps=100)
-    b = sample(_toy_model, s, (2, 1, 8, 8), cond=cond, ensemble=4, noise=noise, steps=100)
+    kw = {"cond": cond, "ensemble": members, "noise": noise, "steps": 50, "spacing": spacing, "eta": 0.0}
+    a = sample(_toy_model, s, (2, 1, 8, 8), **kw, generator=torch.Generator().manual_seed(1))
+    b = sample(_toy_model, s, (2, 1, 8, 8), **kw, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
-    # member m of condition i equals a one-member run from the same noise
-    one = sample(_toy_model, s, (1, 1, 8, 8), cond=cond[1:2], ensemble=1, noise=noise[4 + 2 : 4 + 3], steps=100)
-    torch.testing.assert_close(a[1, 2], one[0, 0])
+    m = members - 1
+    one = sample(_toy_model, s, (1, 1, 8, 8), cond=cond[1:2], ensemble=1, noise=noise[members + m : members + m + 1],
+                 steps=50, spacing=spacing)
+    torch.testing.assert_close(a[1, m], one[0, 0])
 
 
 def test_ensemble_costs_one_call_per_step():

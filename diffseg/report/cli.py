@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from .data import NoExports, StudyData, load_study
 from .html import render
 from .sections import build_sections
@@ -25,7 +27,7 @@ def ensure_fingerprints(d: StudyData) -> list[str]:
         res, T = int(row["cfg.data.resolution"]), int(row["cfg.diffusion.T"])
         root = row.get("cfg.data.data_root")
         try:
-            fp = compute_fingerprint(ds, "linear", T, res, data_root=None if root is None or root != root else root,
+            fp = compute_fingerprint(ds, "linear", T, res, data_root=None if pd.isna(root) else root,
                                      cache_dir=d.runs / "cache")
         except (OSError, ValueError) as exc:
             notes.append(f"no training-free fingerprint for {ds}: {exc}")

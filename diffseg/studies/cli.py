@@ -94,7 +94,8 @@ def start_ray(address: str | None) -> dict[str, float]:
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), include_dashboard=False,
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
+                 include_dashboard=False,
                  object_store_memory=200 * 1024**2, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     return ray.cluster_resources()
 

@@ -11,9 +11,8 @@ from ray import tune
 
 
 class Progress(tune.Callback):
-    def __init__(self, total: int, metric: str, mode: str, concurrency: int, stream=sys.stdout):
+    def __init__(self, total: int, metric: str, mode: str, concurrency: int):
         self.total, self.metric, self.mode, self.concurrency = total, metric, mode, max(1, concurrency)
-        self.stream = stream
         self.t0 = time.monotonic()
         self.best: float | None = None
         self._finished: set[str] = set()
@@ -43,7 +42,7 @@ class Progress(tune.Callback):
                 f"{self.failed} failed | best {self.metric} {best} | ETA {eta}")
 
     def _print(self) -> None:
-        print(self._line(), file=self.stream, flush=True)
+        print(self._line(), file=sys.stdout, flush=True)  # looked up per call: Tune pickles callbacks
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started[trial.trial_id] = time.monotonic()
