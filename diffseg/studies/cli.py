@@ -189,7 +189,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     t0 = time.monotonic()
     experiment_path = str(out / "ray" / spec.name)
-    errors = 0
+    errors = unfinished = 0
     if spec.algorithm == "grid":
         if args.resume and tune.Tuner.can_restore(experiment_path):
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
@@ -203,6 +203,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                 run_config=run_config(spec.name))
         grid = tuner.fit()
         errors += grid.num_errors
+        unfinished += _unfinished(grid)
         _print_errors(grid)
     else:
         from ray.tune.search.optuna import OptunaSearch
@@ -223,13 +224,22 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                     run_config=run_config(name))
             grid = tuner.fit()
             errors += grid.num_errors
+            unfinished += _unfinished(grid)
             _print_errors(grid)
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri).set_terminated(parent, "FAILED" if errors else "FINISHED")
+    MlflowClient(tracking_uri).set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
+    if unfinished:
+        print(f"interrupted: {unfinished} trial(s) unfinished; continue with the same command and --resume",
+              file=sys.stderr)
     paths = export_study(tracking_uri, spec.name, out / "exports" / spec.name, parent)
     _summary(paths, spec, time.monotonic() - t0, resources)
-    return 1 if errors else 0
+    return 1 if errors or unfinished else 0
+
+
+def _unfinished(grid) -> int:
+    """Trials that neither finished nor errored (the run was interrupted)."""
+    return sum(1 for r in grid if r.error is None and not (r.metrics or {}).get("done_training", False))
 
 
 def _trial_name(trial) -> str:
