@@ -5,6 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffseg.diffusion import (
+    ddim_sample,
+    ddpm_sample,
     eps_space_factor,
     make_schedule,
     make_target,
@@ -101,7 +103,7 @@ def test_ddim_eta0_full_T_is_deterministic_and_batched(seed, members, name, spac
     noise = torch.randn(2 * members, 1, 8, 8, generator=g)
     cond = torch.randn(2, 1, 8, 8, generator=g)
     kw = {"cond": cond, "ensemble": members, "noise": noise, "steps": 50, "spacing": spacing, "eta": 0.0}
-    a = sample(_toy_model, s, (2, 1, 8, 8), **kw, generator=torch.Generator().manual_seed(1))
+    a = ddim_sample(_toy_model, s, (2, 1, 8, 8), **kw, generator=torch.Generator().manual_seed(1))
     b = sample(_toy_model, s, (2, 1, 8, 8), **kw, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
     m = members - 1
@@ -130,8 +132,8 @@ def test_perfect_x0_model_recovers_mask_with_clipping():
     def model(x, t, cond):
         return cond
 
-    out = sample(model, s, (2, 1, 8, 8), cond=mask, target="x0", steps=20, clip_x0=True, eta=1.0,
-                 generator=torch.Generator().manual_seed(0))
+    out = ddpm_sample(model, s, (2, 1, 8, 8), cond=mask, target="x0", steps=20, clip_x0=True,
+                      generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, 0], mask, atol=1e-5, rtol=0)
 
 

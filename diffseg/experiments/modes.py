@@ -94,9 +94,8 @@ class Mode:
         _, cond = self.split_batch(images, masks)
         shape = (cond.shape[0], self.data_channels(3), *cond.shape[-2:])
         return sample(lambda x, t, c: model(x, t, c), ctx.schedule, shape, cond=cond, target=ctx.target,
-                      steps=ev.steps if ev is not None else None, spacing=ev.spacing if ev else "trailing",
-                      eta=(1.0 if ev.sampler == "ddpm" else ev.eta) if ev else 0.0,
-                      clip_x0=ev.clip_x0 if ev else True, ensemble=n, generator=g, device=cond.device)
+                      steps=ev.steps, spacing=ev.spacing, eta=1.0 if ev.sampler == "ddpm" else ev.eta,
+                      clip_x0=ev.clip_x0, ensemble=n, generator=g, device=cond.device)
 
     @torch.no_grad()
     def x0_error(self, model, ctx, x0, cond, t_grid, g: torch.Generator) -> list[float]:

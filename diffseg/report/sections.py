@@ -4,7 +4,6 @@ the study has no data for it."""
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
 
 import altair as alt
@@ -243,7 +242,3 @@ SECTIONS = (summary, table1, fingerprints, conditioning_and_loss, comparison, ca
 
 def build_sections(d: StudyData) -> list[Section]:
     return [s for s in (fn(d) for fn in SECTIONS) if s is not None]
-
-
-def to_json(chart: alt.TopLevelMixin) -> str:
-    return json.dumps(chart.to_dict())
