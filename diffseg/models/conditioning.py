@@ -81,7 +81,8 @@ class SegDiff(nn.Module):
         super().__init__()
         cfg.check_resolution(resolution)
         self.unet = UNet(cfg, data_ch, data_ch, time_scale)
-        self.encoder = RRDBEncoder(cond_ch, cfg.base_channels, cfg.base_channels, rrdb_blocks)
+        # the official G works with 64 features (conv_first 3 -> 64) and projects to the UNet's width at the end
+        self.encoder = RRDBEncoder(cond_ch, min(64, cfg.base_channels), cfg.base_channels, rrdb_blocks)
         self.level_proj = (nn.ModuleList(nn.Conv2d(cfg.base_channels, w, 1) for w in cfg.widths())
                            if multilevel else None)
 
