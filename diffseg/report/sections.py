@@ -91,6 +91,11 @@ def fingerprints(d: StudyData) -> Section | None:
     tf = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
                                   "value": fp["training_free"]["info_loss"], "curve": "training-free"})
                     for ds, fp in d.fingerprints.items()]) if d.fingerprints else pd.DataFrame()
+    archs = sorted(e3.architecture.dropna().unique()) if not e3.empty else []
+    palette = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2"]
+    colour = alt.Color("curve:N", title=None, scale=alt.Scale(
+        domain=[*archs, "mean of architectures", "training-free"],
+        range=[*(palette[i % len(palette)] for i in range(len(archs))), "#e45756", "black"]))
     layers = []
     if not e3.empty:
         per_arch = e3.groupby(["dataset", "architecture", "t"], as_index=False).value.mean()
@@ -98,11 +103,10 @@ def fingerprints(d: StudyData) -> Section | None:
         mean = per_arch.groupby(["dataset", "t"], as_index=False).value.mean()
         mean["curve"] = "mean of architectures"
         layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
-            x="t:Q", y=alt.Y("value:Q", title="normalised error / information loss"), color="curve:N"))
-        layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(x="t:Q", y="value:Q", color="curve:N"))
+            x="t:Q", y=alt.Y("value:Q", title="normalised error / information loss"), color=colour))
+        layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(x="t:Q", y="value:Q", color=colour))
     if not tf.empty:
-        layers.append(alt.Chart(tf).mark_line(color="black").encode(
-            x="t:Q", y="value:Q", color="curve:N"))
+        layers.append(alt.Chart(tf).mark_line().encode(x="t:Q", y="value:Q", color=colour))
     data_sets = sorted(set(e3.dataset) | set(d.fingerprints))
     for ds in data_sets:
         sub = [layer.transform_filter(alt.datum.dataset == ds) for layer in layers]
