@@ -1,5 +1,6 @@
 """The report as a user sees it: built from real smoke-study exports, opened in headless Chromium."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,3 +89,9 @@ def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_s
     assert sections <= set(r["sections"]), r["sections"]
     assert {p.stem for p in shots.glob("*.png")} == set(r["sections"])
     shutil.copy(out / "report.html", artifacts_dir / f"report_{study}.html")
+    # the report is attached to the study's MLflow parent run
+    from mlflow.tracking import MlflowClient
+
+    meta = json.loads((runs / "exports" / study / "study.json").read_text())
+    attached = {a.path for a in MlflowClient(meta["tracking_uri"]).list_artifacts(meta["parent_run_id"], "report")}
+    assert "report/report.html" in attached and "report/charts" in attached
