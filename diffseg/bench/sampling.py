@@ -3,6 +3,7 @@ against the naive loop (one member at a time, full T-step DDPM), side by side in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -18,7 +19,7 @@ def run(members: int = 10, ddim_steps: int = 20, T: int | None = None, arch: str
                                  "diffusion."))})
     T = T or cfg.diffusion.T
     res = cfg.data.resolution
-    model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "architecture": arch}), 1, 3, res, T).eval()
+    model = build_model(dataclasses.replace(cfg.model, architecture=arch), 1, 3, res, T).eval()
     sched = make_schedule("linear", T)
     cond = torch.randn(1, 3, res, res)
 

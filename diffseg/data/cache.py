@@ -15,6 +15,11 @@ from pathlib import Path
 CACHE_VERSION = 1
 
 
+def safe_name(name: str, length: int = 40) -> str:
+    """A dataset name (``folder:/a/b``) as a file-name part: alphanumerics, '-' and '_' only."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:length]
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DIFFSEG_CACHE_DIR", Path.home() / ".cache" / "diffseg"))
 

@@ -17,7 +17,7 @@ from .io import ReadError
 from .prepare import PrepConfig, list_cases, load_case, load_dataset
 from .registry import get_spec
 
-_EIGHT = np.ones((3, 3), bool)
+EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -28,7 +28,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def mask_stats(mask: np.ndarray) -> tuple[float, int]:
-    return float(mask.mean()), int(ndimage.label(mask, structure=_EIGHT)[1])
+    return float(mask.mean()), int(ndimage.label(mask, structure=EIGHT_CONNECTED)[1])
 
 
 def check_dataset(name: str, data_root=None, resolution: int = 64) -> dict[str, Any]:

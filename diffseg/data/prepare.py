@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from . import readers
-from .cache import CACHE_VERSION, HashIndex, atomic_dir, default_cache_dir, digest, locked
+from .cache import CACHE_VERSION, HashIndex, atomic_dir, default_cache_dir, digest, locked, safe_name
 from .errors import DatasetError
 from .io import ReadError, rasterise_polygons, read_image, read_mask, read_xml_polygons
 from .registry import DatasetSpec, get_spec
@@ -183,7 +183,7 @@ def load_dataset(name: str, prep: PrepConfig | None = None, data_root: str | Pat
     dhash = dataset_hash(spec, cases, index)
     index.save()
     key = digest({"dataset": dhash, "prep": asdict(prep), "patch": patch_px(spec), "version": CACHE_VERSION})[:16]
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:40]
+    safe = safe_name(name)
     final = cache_dir / f"{safe}-{key}"
     if (final / "meta.json").exists():
         return _load_cached(final, name)

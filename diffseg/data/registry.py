@@ -8,6 +8,7 @@ next to the project checkout; ``data_root`` overrides a dataset's root.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,5 +92,5 @@ def get_spec(name: str, data_root: str | Path | None = None, **overrides: Any) -
     if data_root is not None:
         overrides["root"] = Path(data_root).expanduser().resolve()
     if overrides:
-        spec = DatasetSpec(**{**spec.__dict__, **overrides})
+        spec = dataclasses.replace(spec, **overrides)
     return spec

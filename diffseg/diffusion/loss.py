@@ -25,10 +25,10 @@ def loss_weight_table(weighting: Weighting, schedule: Schedule, target: str) -> 
     return table
 
 
-def eps_space_mse(pred: Tensor, target_value: Tensor, t: Tensor, schedule: Schedule, target: str) -> Tensor:
-    """Unweighted per-sample ||eps_hat - eps||^2 (mean over non-batch dims)."""
-    c = eps_space_factor(schedule.snr.clamp(min=SNR_FLOOR), target).to(pred.device)[t]
-    return (pred.float() - target_value.float()).pow(2).flatten(1).mean(1) * c.float()
+def eps_space_mse(native_mse: Tensor, t: Tensor, schedule: Schedule, target: str) -> Tensor:
+    """Unweighted per-sample ||eps_hat - eps||^2 from the native-target MSE (B,) at steps t (B,)."""
+    c = eps_space_factor(schedule.snr.clamp(min=SNR_FLOOR), target).to(native_mse.device)[t]
+    return native_mse * c.float()
 
 
 def weighted_loss(native_mse: Tensor, t: Tensor, table: Tensor, scale: Tensor | None = None) -> Tensor:

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..diffusion import Schedule, TimestepSampler, make_target, q_sample, sample
-from ..diffusion.loss import weighted_loss
-from ..diffusion.targets import eps_space_factor, to_x0
-from ..diffusion.weighting import SNR_FLOOR
+from ..diffusion.loss import eps_space_mse, weighted_loss
+from ..diffusion.targets import to_x0
 
 Tensor = torch.Tensor
 
@@ -79,14 +78,13 @@ class Mode:
         x_t, a, s = q_sample(x0, t, ctx.schedule, eps)
         pred = model(x_t, t, cond)
         native = (pred.float() - make_target(x0, eps, a, s, ctx.target).float()).pow(2).flatten(1).mean(1)
-        c = eps_space_factor(ctx.schedule.snr.clamp(min=SNR_FLOOR), ctx.target).to(x0.device)[t].float()
         weighted = weighted_loss(native, t, ctx.table)
         loss = weighted * scale.to(x0.device)
         aux = getattr(model, "aux_logits", None)
         if aux is not None and aux() is not None and self.conditioned:
             # MedSegDiff v1 ablation: the image branch's sigmoid head, 10 x MSE against the {0, 1} mask
             loss = loss + 10 * (torch.sigmoid(aux().float()) - (x0 > 0).float()).pow(2).flatten(1).mean(1)
-        return StepOutput(loss, t, native * c, weighted)
+        return StepOutput(loss, t, eps_space_mse(native, t, ctx.schedule, ctx.target), weighted)
 
     @torch.no_grad()
     def predict(self, model, ctx: DiffusionContext, images, masks, n: int, ev, g: torch.Generator) -> Tensor:

@@ -11,6 +11,7 @@ status ``nan_loss`` instead of raising.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 import tempfile
@@ -197,7 +198,7 @@ class Trial:
     @torch.no_grad()
     def predict(self, model, images, masks, n: int, steps: int, seed: int) -> torch.Tensor:
         ev = self.cfg.eval
-        ev_local = type(ev)(**{**ev.__dict__, "steps": steps})
+        ev_local = dataclasses.replace(ev, steps=steps)
         g = torch.Generator(device=self.device).manual_seed(seed)
         if self.cfg.model.architecture in ("nnunet", "segformer"):
             n = 1

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..data import DatasetError
+from ..data.cache import safe_name
 from ..data.registry import dataset_names
 from ..diffusion import SCHEDULES
 from .core import compute_fingerprint, save_fingerprint
@@ -28,10 +29,6 @@ def _param(text: str) -> tuple[str, object]:
         return k, json.loads(v)
     except ValueError:
         return k, v
-
-
-def safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) / safe_name(args.dataset)
+    out = Path(args.out) / safe_name(args.dataset, 60)
     path = save_fingerprint(fp, out / "fingerprint.json")
     files = {} if args.no_plot else save_plot(fp, out)
     tf, d = fp["training_free"], fp["derived"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-_EIGHT = np.ones((3, 3), bool)
+from ..data.check import EIGHT_CONNECTED
+
 SPARSE_FG = 0.05  # mean foreground fraction below which a dataset is reported as sparse
 
 
@@ -38,7 +39,7 @@ def mask_statistics(masks: np.ndarray) -> dict:
     fg = m.reshape(n, -1).mean(1)
     objects, areas, cy, cx = [], [], [], []
     for mask in m:
-        lab, k = ndimage.label(mask, structure=_EIGHT)
+        lab, k = ndimage.label(mask, structure=EIGHT_CONNECTED)
         objects.append(k)
         if k:
             idx = np.arange(1, k + 1)

@@ -18,6 +18,7 @@ from .sections import build_sections
 def ensure_fingerprints(d: StudyData) -> list[str]:
     """Compute missing training-free fingerprints (linear schedule, the study's resolution and T) for the
     study's datasets where the data is reachable; return notes for those that could not be computed."""
+    from ..data.cache import safe_name
     from ..fingerprint import compute_fingerprint, save_fingerprint
 
     notes = []
@@ -33,8 +34,7 @@ def ensure_fingerprints(d: StudyData) -> list[str]:
             notes.append(f"no training-free fingerprint for {ds}: {exc}")
             continue
         if fp["dataset_hash"] == d.meta.get("datasets", {}).get(ds):
-            save_fingerprint(fp, d.runs / "fingerprints" / f"report-{ds.replace(':', '_').replace('/', '_')}-{res}"
-                             / "fingerprint.json")
+            save_fingerprint(fp, d.runs / "fingerprints" / f"report-{safe_name(ds)}-{res}" / "fingerprint.json")
             d.fingerprints[ds] = fp
     return notes
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..fingerprint import load_fingerprint
+
 EXPORT_FILES = ("trials", "history", "curves", "images", "reliability")
 
 
@@ -49,7 +51,7 @@ def load_study(runs: Path, study: str) -> StudyData:
     fps = {}
     hashes = meta.get("datasets", {})
     for path in sorted((runs / "fingerprints").glob("*/fingerprint.json")):
-        fp = json.loads(path.read_text())
+        fp = load_fingerprint(path)
         if hashes.get(fp["dataset"]) == fp["dataset_hash"] and fp["schedule"]["name"] == "linear":
             fps.setdefault(fp["dataset"], fp)
     return StudyData(study, runs, meta, **frames, fingerprints=fps)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import PrepConfig, load_dataset
-from ..data.cache import digest
+from ..data.cache import digest, safe_name
 from ..experiments.config import TrialConfig
 from ..fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
 from .spec import FINGERPRINT, StudySpec
@@ -55,8 +55,7 @@ def fingerprint_for(flat: dict[str, Any], out: Path, cache_dir: Path, data_root)
     ds = load_dataset(cfg.data.dataset, PrepConfig(res), data_root, cache_dir)
     key = digest({"dataset": ds.dataset_hash, "schedule": dc.schedule, "T": dc.T, "params": sched_params,
                   "resolution": res})[:16]
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in cfg.data.dataset)[:40]
-    path = out / "fingerprints" / f"{safe}-{key}" / "fingerprint.json"
+    path = out / "fingerprints" / f"{safe_name(cfg.data.dataset)}-{key}" / "fingerprint.json"
     if path.exists():
         return load_fingerprint(path), path
     fp = compute_fingerprint(cfg.data.dataset, dc.schedule, dc.T, res, sched_params, data_root, cache_dir)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from ..experiments import TrialConfig, train_trial
+from ..fingerprint import load_fingerprint
 from . import tracking
 
 
@@ -60,7 +61,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
                 params["diffusion"][key] = {"resolved_from": "fingerprint (see fingerprint_curve.json)"}
         tracking.log_params(client, run_id, {**params, "arm": point["label"]})
         if point.get("fingerprint"):
-            fp = json.loads(Path(point["fingerprint"]).read_text())
+            fp = load_fingerprint(Path(point["fingerprint"]))
             tracking.log_json_artifact(client, run_id, {
                 "fingerprint": point["fingerprint"], "dataset_hash": fp["dataset_hash"],
                 "weighting": fp["derived"]["weighting"], "sampling_density": fp["derived"]["sampling_density"],
