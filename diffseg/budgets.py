@@ -1,4 +1,6 @@
-"""Budgets: the scale a study runs at. ``smoke`` is minutes on a 2-core CPU, ``small`` an hour on a CPU or one GPU,
+"""Budgets: the scale a study runs at. ``smoke`` is minutes on a 2-core CPU, ``cpu`` the findings reproduction on the
+real sample sets (48 px, smoke widths, 600 steps: about 5 minutes a trial on one core; the paper's ensemble
+sizes), ``small`` an hour on a CPU or one GPU,
 ``paper`` the published settings on GPUs (256 px, guided-diffusion widths, T = 1000, full DDPM sampling with
 ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2). Each budget is a dotted-key overlay on TrialConfig.
 smoke and small sample with respaced ancestral DDPM (DDIM eta = 1): with few steps, eta = 0 leaves the members'
@@ -16,6 +18,15 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "train.steps": 200, "train.batch_size": 8, "train.lr": 5e-4, "train.val_every": 100,
         "eval.ensemble": 4, "eval.steps": 8, "eval.eta": 1.0, "eval.val_steps": 5, "eval.val_ensemble": 3,
         "eval.val_max_images": 8, "eval.test_max_images": 16, "eval.curve_points": 16, "eval.curve_max_images": 8,
+    },
+    "cpu": {
+        "data.resolution": 48, "diffusion.T": 1000,
+        "model.base_channels": 16, "model.channel_mult": [1, 2, 2, 2], "model.num_res_blocks": 1,
+        "model.attn_levels": 1, "model.rrdb_blocks": 1,
+        "train.steps": 600, "train.batch_size": 8, "train.lr": 5e-4, "train.val_every": 200,
+        "eval.ensemble": 10, "eval.steps": 10, "eval.eta": 1.0, "eval.val_steps": 5, "eval.val_ensemble": 3,
+        "eval.val_max_images": 16, "eval.test_max_images": 64, "eval.curve_points": 20, "eval.curve_max_images": 16,
+        "eval.loss_bins": 24,
     },
     "small": {
         "data.resolution": 64, "diffusion.T": 1000,
@@ -35,14 +46,15 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "eval.val_ensemble": 3, "eval.val_max_images": 64, "eval.curve_points": 100, "eval.curve_max_images": 128,
     },
 }
-# Ensemble sizes of the analysis paper per dataset (applied in the paper budget).
+# Ensemble sizes of the analysis paper per dataset (applied in the paper and cpu budgets).
 PAPER_ENSEMBLE = {"monuseg": 25, "isic2016": 10, "isic2017": 10, "isic2018": 10, "ihc_her2like": 5}
+PAPER_ENSEMBLE_BUDGETS = ("paper", "cpu")
 
 
 def budget_overlay(budget: str, dataset: str | None = None) -> dict[str, Any]:
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; allowed: {sorted(BUDGETS)}")
     out = dict(BUDGETS[budget])
-    if budget == "paper" and dataset in PAPER_ENSEMBLE:
+    if budget in PAPER_ENSEMBLE_BUDGETS and dataset in PAPER_ENSEMBLE:
         out["eval.ensemble"] = PAPER_ENSEMBLE[dataset]
     return out

@@ -4,7 +4,8 @@ Resizing (documented choice): images use area averaging (PIL BOX, the right filt
 masks use area averaging then a 0.5 threshold (keeps object areas unbiased), or nearest. Images are resized to a
 square of ``resolution`` px without keeping the aspect ratio (as the reference implementations do).
 Tiles with a physical scale (``patch_um`` and ``mpp``) are first cut into patches of round(patch_um / mpp) px that
-cover the tile with minimal overlap, so nuclei keep a realistic size in pixels.
+cover the tile with minimal overlap, so nuclei keep a realistic size in pixels (``patch_px`` gives the patch size
+directly where the scale is unknown).
 
 The dataset identity (``dataset_hash``) hashes the content of every source file and the reader settings; the
 cache key adds the preprocessing parameters. Caches are written atomically under a lock and memory-mapped.
@@ -105,10 +106,6 @@ def resize_pair(image, mask, prep: PrepConfig):
     return img, m
 
 
-def patch_px(spec: DatasetSpec) -> int | None:
-    return round(spec.patch_um / spec.mpp) if spec.patch_um and spec.mpp else None
-
-
 def list_cases(spec: DatasetSpec) -> list[readers.Case]:
     """Cases of a file-based dataset; every layout problem raises one DatasetError naming the files."""
     try:
@@ -130,7 +127,7 @@ def dataset_hash(spec: DatasetSpec, cases: list[readers.Case], index: HashIndex)
 
 
 def _build(spec: DatasetSpec, cases: list[readers.Case], prep: PrepConfig):
-    patch = patch_px(spec)
+    patch = spec.patch_size()
 
     def work(case):
         try:
@@ -182,7 +179,7 @@ def load_dataset(name: str, prep: PrepConfig | None = None, data_root: str | Pat
     index = HashIndex(cache_dir)
     dhash = dataset_hash(spec, cases, index)
     index.save()
-    key = digest({"dataset": dhash, "prep": asdict(prep), "patch": patch_px(spec), "version": CACHE_VERSION})[:16]
+    key = digest({"dataset": dhash, "prep": asdict(prep), "patch": spec.patch_size(), "version": CACHE_VERSION})[:16]
     safe = safe_name(name)
     final = cache_dir / f"{safe}-{key}"
     if (final / "meta.json").exists():
@@ -195,7 +192,7 @@ def load_dataset(name: str, prep: PrepConfig | None = None, data_root: str | Pat
                     np.save(tmp / "images.npy", images)
                 np.save(tmp / "masks.npy", masks)
                 meta = {"name": name, "dataset_hash": dhash, "cache_key": key, "prep": asdict(prep),
-                        "patch_px": patch_px(spec), "case_ids": ids, "official_splits": splits,
+                        "patch_px": spec.patch_size(), "case_ids": ids, "official_splits": splits,
                         "root": str(spec.root), "version": CACHE_VERSION}
                 (tmp / "meta.json").write_text(json.dumps(meta))
     return _load_cached(final, name)

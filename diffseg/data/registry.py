@@ -24,7 +24,8 @@ _YAML = Path(__file__).with_name("datasets.yaml")
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How to read one dataset. ``patch_um``/``mpp``: cut tiles into patches of this physical size first."""
+    """How to read one dataset. ``patch_um``/``mpp``: cut tiles into patches of this physical size first;
+    ``patch_px``: cut them into patches of this many pixels (where the physical scale is unknown)."""
 
     name: str
     layout: str  # isic | monuseg | folder | masks | synthetic
@@ -32,6 +33,7 @@ class DatasetSpec:
     mask_encoding: str = "auto"
     colour_key: tuple[int, int, int] = (255, 0, 0)
     patch_um: float | None = None
+    patch_px: int | None = None
     mpp: float | None = None
     synthetic_kind: str | None = None
     synthetic_n: int = 160
@@ -41,7 +43,13 @@ class DatasetSpec:
     def reader_params(self) -> dict[str, Any]:
         """Everything that changes what is read (part of the dataset identity)."""
         return {"layout": self.layout, "mask_encoding": self.mask_encoding, "colour_key": list(self.colour_key),
-                "synthetic_kind": self.synthetic_kind, "synthetic_n": self.synthetic_n}
+                "synthetic_kind": self.synthetic_kind, "synthetic_n": self.synthetic_n, "patch": self.patch_size()}
+
+    def patch_size(self) -> int | None:
+        """Patch side in source pixels (None: whole tiles)."""
+        if self.patch_px:
+            return int(self.patch_px)
+        return round(self.patch_um / self.mpp) if self.patch_um and self.mpp else None
 
 
 def data_dir() -> Path:
@@ -69,6 +77,7 @@ def _builtin() -> dict[str, DatasetSpec]:
             specs[name] = DatasetSpec(name, entry.pop("layout"), root if root.is_absolute() else d / root,
                                       mask_encoding=entry.pop("mask_encoding", "auto"),
                                       colour_key=tuple(entry.pop("colour_key", (255, 0, 0))),
+                                      patch_px=entry.pop("patch_px", None),
                                       description=entry.pop("description", ""), extra=entry)
     return specs
 

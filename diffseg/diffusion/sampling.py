@@ -58,6 +58,9 @@ def sample(
 ) -> Tensor:
     """Draw ``ensemble`` samples per condition. ``shape`` is one member's batch shape (B, C, H, W); ``cond``
     (B, ...) is repeated per member. Returns (B, ensemble, C, H, W). ``noise`` fixes x_T (B*ensemble, C, H, W)."""
+    if target == "eps" and float(schedule.alphas_cumprod[-1]) == 0.0:
+        raise ValueError("target 'eps' cannot be sampled from a schedule with SNR(T) = 0: x0 = (x_t - s eps) / a "
+                         "with a = 0 at t = T (Lin et al. 2023); train with target 'v' or 'x0'")
     device = torch.device(device) if device is not None else (cond.device if cond is not None else "cpu")
     B, *rest = shape
     n = B * ensemble

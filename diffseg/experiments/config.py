@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..data import PrepConfig
 from ..diffusion import SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
 
@@ -34,6 +35,11 @@ class DataConfig:
     test_fraction: float = 0.2
     retrain: bool = False
     augment: bool = False
+
+    def prep(self) -> PrepConfig:
+        """The preprocessing this data section asks for (what the trial, the driver's cache and the
+        fingerprint all use)."""
+        return PrepConfig(self.resolution, self.image_resize, self.mask_resize)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,8 @@ class TrainConfig:
     channels_last: bool = False
     device: str = "auto"
     threads: int | None = None
-    loss_curve_from: float = 0.5  # training-loss-over-t is accumulated over the last (1 - this) of the steps
+    loss_curve_from: float = 0.75  # training loss over t is accumulated from this fraction of training on (paper)
+    cond_dropout: float = 0.0  # E2 ablation: probability of replacing the image by the null condition
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class EvalConfig:
     test_max_images: int | None = None
     curve_points: int = 20
     curve_max_images: int = 32
+    loss_bins: int = 24  # log-spaced bins of the training loss over t
     gallery: int = 4
     ece_bins: int = 10
 
@@ -190,6 +198,13 @@ def _validate(c: TrialConfig) -> None:
             raise ValueError(f"{where} must be positive, got {value!r}")
     if max(c.eval.steps, c.eval.val_steps) > d.T:
         raise ValueError(f"eval steps ({c.eval.steps}, {c.eval.val_steps}) must not exceed diffusion.T={d.T}")
+    if not 0 <= c.train.cond_dropout < 1:
+        raise ValueError(f"train.cond_dropout must be in [0, 1), got {c.train.cond_dropout}")
+    if c.train.cond_dropout > 0 and c.experiment != "e2":
+        raise ValueError(f"train.cond_dropout applies to e2 only (experiment {c.experiment})")
+    if c.data.retrain and c.train.patience is not None:
+        raise ValueError("data.retrain trains on the validation split: early stopping (train.patience) on it is not "
+                         "allowed; set train.steps to the best step of the matching non-retrain run")
     if not 0 <= c.train.ema_decay < 1:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {c.train.ema_decay}")
 

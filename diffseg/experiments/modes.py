@@ -4,6 +4,8 @@ how an ensemble prediction is drawn.
 - E1: x = fresh N(0, 1) noise in place of the noisy mask, t = T-1, the output is a logit map trained with
   soft Dice + BCE (equal weight); members differ only in that noise (references take the image alone, N = 1).
 - E2: x_t = noised mask, conditioned on the image; loss from ``diffusion.loss`` (target, weighting, sampler).
+  Optional condition dropout (``train.cond_dropout`` = p, an ablation): each sample's image is replaced by the
+  null condition with probability p, so the one model also predicts masks without the image.
 - E3: as E2 with the null input in place of the image: an all-zero image, the mean of images scaled to [-1, 1].
 - E4: x_t = noised image (3 channels), null condition; eps prediction by default.
 """
@@ -28,6 +30,7 @@ class DiffusionContext:
     table: Tensor  # w_eps * c_target per step (float64)
     sampler: TimestepSampler
     target: str
+    cond_dropout: float = 0.0  # E2 only: probability of training a sample with the null condition
 
     @property
     def T(self) -> int:
@@ -72,6 +75,9 @@ class Mode:
     def train_step(self, model, ctx: DiffusionContext, images, masks, g: torch.Generator) -> StepOutput:
         x0, cond = self.split_batch(images, masks)
         b = x0.shape[0]
+        if self.conditioned and ctx.cond_dropout > 0:
+            drop = torch.rand(b, generator=g, device=g.device).to(cond.device) < ctx.cond_dropout
+            cond = torch.where(drop[:, None, None, None], null_condition(cond, cond.shape[1]), cond)
         t, scale = ctx.sampler.sample(b, generator=None if g.device.type != "cpu" else g)
         t = t.to(x0.device)
         eps = torch.randn(x0.shape, generator=g, device=g.device).to(x0.device)

@@ -6,6 +6,18 @@ validation (model, EMA, optimiser, samplers, RNG states) that ``resume_from`` co
 validation on the val split with a fast DDIM sampler, best-EMA selection and early stopping on val only; final
 evaluation of the best EMA weights on the test split; the analysis curves; NaN/inf loss ends the trial with
 status ``nan_loss`` instead of raising.
+
+``data.retrain`` trains on train + val, so validation cannot select anything: the final EMA weights are
+evaluated (``selection = "final_ema"``; early stopping is refused in the config). The paper's protocol is to set
+``train.steps`` to the best step of the matching non-retrain run (its ``best_step``).
+
+Curves: the mask error over t of the model with its own input (E2: with the image; E3: without); an E2 model
+trained with condition dropout also gives its mask error with the null image. The conditioning comparison of the
+paper pairs an E2 trial with the matching E3 trial (``diffseg.studies.export``), never an E2 model fed an image it
+never saw. The training loss over t is binned on log-spaced edges (dense near t = 0) over the last
+(1 - ``train.loss_curve_from``) of training. E1/E2 report IoU and ECE for the first N members at every
+N in ``ENSEMBLE_SIZES`` up to the ensemble size (``test_iou_n{N}``, ``test_ece_n{N}``): the mean of N near-binary
+members takes about N + 1 values, so ECE depends on N.
 """
 
 from __future__ import annotations
@@ -24,11 +36,11 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from ..data import AugmentConfig, BatchSampler, PrepConfig, load_dataset, to_tensors
+from ..data import AugmentConfig, BatchSampler, load_dataset, to_tensors
 from ..diffusion import make_schedule, make_timestep_sampler, make_weighting
 from ..diffusion.loss import loss_weight_table
 from ..masks import ensemble_summary
-from ..metrics import iou
+from ..metrics import ece, iou
 from ..models import build_model, count_params
 from .config import TrialConfig
 from .evaluate import per_image_metrics, reliability, save_gallery, summarise
@@ -37,6 +49,26 @@ from .modes import MODES, DiffusionContext, Mode
 Report = Callable[[dict[str, Any], str | None], None]
 SELECTION = {"e1": ("val_iou", "max"), "e2": ("val_iou", "max"), "e3": ("val_x0_error", "min"),
              "e4": ("val_x0_error", "min")}
+ENSEMBLE_SIZES = (1, 2, 3, 5, 10, 15, 25)
+
+
+def ensemble_size_metrics(members: torch.Tensor, gts: torch.Tensor, n_bins: int) -> dict[str, float]:
+    """Mean per-image IoU and ECE of the ensemble of the first N members, for every N of ``ENSEMBLE_SIZES`` up to
+    the ensemble size (and the full size)."""
+    out = {}
+    g = gts > 0
+    for n in sorted({k for k in ENSEMBLE_SIZES if k < members.shape[1]} | {members.shape[1]}):
+        mean, _, seg = ensemble_summary(members[:, :n], dim=1)
+        out[f"test_iou_n{n}"] = float(iou(seg, g).mean())
+        out[f"test_ece_n{n}"] = float(np.mean([float(ece(mean[i], g[i], n_bins)) for i in range(len(g))]))
+    return out
+
+
+def loss_bin_edges(T: int, n: int) -> list[int]:
+    """Bin edges over [0, T) for the training loss over t: [0, 1) then log-spaced edges up to T, so the small-t
+    range (where the paper reports a dip below t = 50) is resolved; at most n bins."""
+    edges = np.unique(np.round(np.geomspace(1, T, n)).astype(int))
+    return [0, *edges[edges < T].tolist(), T]
 
 
 def seed_everything(seed: int) -> None:
@@ -78,8 +110,7 @@ class Trial:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         d = cfg.data
-        self.ds = load_dataset(d.dataset, PrepConfig(d.resolution, d.image_resize, d.mask_resize),
-                               d.data_root, d.cache_dir)
+        self.ds = load_dataset(d.dataset, d.prep(), d.data_root, d.cache_dir)
         if self.ds.images is None and cfg.experiment != "e3":
             raise ValueError(f"dataset {d.dataset!r} has masks only: experiment {cfg.experiment} needs images")
         self.splits = self.ds.splits(d.split_seed, d.val_fraction, d.test_fraction, d.retrain)
@@ -91,7 +122,8 @@ class Trial:
         weighting = make_weighting(dc.weighting, **dc.weighting_params)
         self.ctx = DiffusionContext(
             self.schedule, loss_weight_table(weighting, self.schedule, dc.target),
-            make_timestep_sampler(dc.timestep_sampler, dc.T, **dc.timestep_sampler_params), dc.target)
+            make_timestep_sampler(dc.timestep_sampler, dc.T, **dc.timestep_sampler_params), dc.target,
+            cfg.train.cond_dropout if cfg.experiment == "e2" else 0.0)
         image_ch = 3 if self.ds.images is None else self.ds.images.shape[-1]
         self.model = build_model(cfg.model, self.mode.data_channels(image_ch), image_ch, d.resolution, dc.T)
         self.model.to(self.device)
@@ -102,8 +134,8 @@ class Trial:
         self.batches = BatchSampler(self.ds, self.splits["train"], cfg.train.batch_size, cfg.seed + 2,
                                     AugmentConfig(enabled=d.augment))
         self.g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        n_bins = cfg.eval.curve_points
-        self.loss_bins = torch.zeros(3, n_bins, dtype=torch.float64)  # sum eps-mse, sum weighted, count
+        self.loss_edges = torch.tensor(loss_bin_edges(dc.T, cfg.eval.loss_bins))
+        self.loss_bins = torch.zeros(3, len(self.loss_edges) - 1, dtype=torch.float64)  # eps-mse, weighted, count
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"value": None, "step": 0, "ema": None}
@@ -174,7 +206,7 @@ class Trial:
         if out.t is not None:
             self.ctx.sampler.update(out.t.cpu(), out.weighted.detach().cpu())
             if self.step >= self.cfg.train.loss_curve_from * self.cfg.train.steps:
-                bins = (out.t.cpu() * self.loss_bins.shape[1] // self.ctx.T).long()
+                bins = torch.bucketize(out.t.cpu(), self.loss_edges, right=True) - 1
                 self.loss_bins[0].index_add_(0, bins, out.eps_mse.detach().double().cpu())
                 self.loss_bins[1].index_add_(0, bins, out.weighted.detach().double().cpu())
                 self.loss_bins[2].index_add_(0, bins, torch.ones_like(bins, dtype=torch.float64))
@@ -260,7 +292,7 @@ class Trial:
                            **self.validate()}
                 losses = []
                 value = metrics[SELECTION[cfg.experiment][0]]
-                if self._improved(value):
+                if cfg.data.retrain or self._improved(value):  # retrain: val was trained on, keep the latest
                     self.best = {"value": value, "step": self.step,
                                  "ema": {k: v.detach().clone() for k, v in self.ema.module.state_dict().items()}}
                     self.bad_validations = 0
@@ -282,6 +314,7 @@ class Trial:
             "dataset_hash": self.ds.dataset_hash, "step": self.step, "params": count_params(self.model),
             "history": self.history, "selection_metric": SELECTION[cfg.experiment][0],
             "best_step": self.best["step"], "best_val": self.best["value"], "train_time_s": train_time,
+            "selection": "final_ema" if cfg.data.retrain else "best_val",
             "metrics": {}, "curves": [], "per_image": [], "reliability": [], "artifacts": {},
             "output_dir": str(self.out), "schedule": self.schedule.describe(),
         }
@@ -299,6 +332,7 @@ class Trial:
                 r["image_id"] = f"{self.ds.case_ids[i]}#{i}"
             mean, _, _ = ensemble_summary(members.cpu(), dim=1)
             result["metrics"] = summarise(rows, mean, masks.cpu(), ev.ece_bins)
+            result["metrics"].update(ensemble_size_metrics(members.cpu(), masks.cpu(), ev.ece_bins))
             result["per_image"] = rows
             result["reliability"] = reliability(mean, masks.cpu(), ev.ece_bins)
             gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery)
@@ -306,13 +340,14 @@ class Trial:
                 result["artifacts"]["gallery"] = str(gallery)
         if self.mode.diffusion:
             grid = t_grid(self.ctx.T, ev.curve_points)
-            flags = [self.mode.conditioned] + ([False] if cfg.experiment == "e2" else [])
+            flags = [self.mode.conditioned] + ([False] if self.ctx.cond_dropout > 0 else [])
             for cond in flags:
                 errs = self.x0_errors(model, "test", cond, grid, ev.curve_max_images, cfg.seed + 5)
                 result["curves"].append({"kind": "mask_error" if cfg.experiment != "e4" else "image_error",
                                          "conditioned": cond, "t": grid, "value": errs})
             counts = self.loss_bins[2]
-            centres = ((torch.arange(len(counts)) + 0.5) * self.ctx.T / len(counts)).round().long().tolist()
+            lo, hi = self.loss_edges[:-1].double(), self.loss_edges[1:].double() - 1
+            centres = ((lo + hi) / 2).tolist()  # mean step of each bin
             keep = counts > 0
             for k, kind in ((0, "train_loss"), (1, "train_loss_weighted")):
                 vals = (self.loss_bins[k] / counts.clamp(min=1))[keep].tolist()

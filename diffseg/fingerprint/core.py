@@ -1,82 +1,156 @@
-"""Dataset fingerprint: mask statistics, the training-free information-loss curve for a schedule, the trained
-E3 curve when available (and its agreement), and derived settings. Written as versioned ``fingerprint.json``."""
+"""Dataset fingerprint: mask statistics, the training-free mask-error curve for a schedule, the trained E3 curve
+when available (and its agreement), and derived settings. Written as versioned ``fingerprint.json``.
+
+A fingerprint sets training settings (weighting, timestep density, final noise level), so it is computed from
+the training and validation masks only, never the test split; the file records the split it used. Its identity
+is the dataset content hash, the preprocessing (resolution, resize filters), the schedule (name, T, parameters)
+and the split; ``fingerprint_path`` owns where it lives and ``load_or_compute`` the rule "read it when it
+exists, else compute and write it" (the study plan, the CLI and the report all go through these two).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sstats
 
 from ..data import PrepConfig, load_dataset
-from ..data.cache import atomic_write_text
+from ..data.cache import atomic_write_text, digest, safe_name
 from ..diffusion import Schedule, make_schedule, make_weighting
-from .derive import LOST, derive, first_at_least
-from .information import info_loss_curve, pooled_snr_for_fraction, pooling_area_histogram
+from .derive import LOST, RECOVERED, crossing_t, derive, first_at_least
+from .information import mask_error_curve, pooled_snr_for_error, pooling_area_histogram
 from .stats import mask_statistics
 
-SCHEMA = "diffseg.fingerprint/1"
+SCHEMA = "diffseg.fingerprint/2"
+FILE_NAME = "fingerprint.json"
+ESTIMATOR = ("label-conditional MMSE of the binary-input Gaussian channel y = sqrt(A SNR(t)) x0 + z, A = same-label "
+             "disc around each pixel clipped to the image; mean over pixels / prior error 4 pi (1 - pi)")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which masks a fingerprint may see: train + val of the case-level split (the test split never)."""
+
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class FingerprintSpec:
+    """Everything that decides a fingerprint's content (with the dataset hash, resolved at load time)."""
+
+    dataset: str
+    prep: PrepConfig = field(default_factory=PrepConfig)
+    schedule: str = "linear"
+    T: int = 1000
+    schedule_params: dict[str, Any] = field(default_factory=dict)  # terminal modifiers excluded by callers
+    split: SplitSpec = field(default_factory=SplitSpec)
+
+    def identity(self, dataset_hash: str) -> dict[str, Any]:
+        return {"schema": SCHEMA, "dataset_hash": dataset_hash, "prep": asdict(self.prep), "schedule": self.schedule,
+                "T": self.T, "params": self.schedule_params, "split": asdict(self.split)}
+
+
+def spec_for_trial(cfg) -> FingerprintSpec:
+    """The fingerprint a trial config (``TrialConfig``) trains against: its dataset, preprocessing, split and
+    base schedule (without terminal modifiers: the fingerprint is what recommends a final noise level)."""
+    d, dc = cfg.data, cfg.diffusion
+    params = {k: v for k, v in dc.schedule_kwargs(d.resolution).items() if k not in ("logsnr_end", "zero_terminal_snr")}
+    split = SplitSpec(d.split_seed, d.val_fraction, d.test_fraction)
+    return FingerprintSpec(d.dataset, d.prep(), dc.schedule, dc.T, params, split)
 
 
 def largest_area(areas: np.ndarray, counts: np.ndarray, q: float = 0.999) -> float:
-    order = np.argsort(areas)
-    cum = np.cumsum(counts[order]) / counts.sum()
-    return float(areas[order][min(np.searchsorted(cum, q), len(cum) - 1)])
+    """The q-quantile of the pooling area over all pixels."""
+    c = counts.sum(0)
+    cum = np.cumsum(c) / c.sum()
+    return float(areas[min(np.searchsorted(cum, q), len(cum) - 1)])
 
 
 def fingerprint_masks(masks: np.ndarray, schedule: Schedule) -> dict[str, Any]:
     """The part of a fingerprint that needs only masks (N, H, W) and a schedule."""
     prior = float(masks.astype(bool).mean())
     areas, counts = pooling_area_histogram(masks)
-    curve = info_loss_curve(areas, counts, schedule.log_snr.numpy(), prior)
-    a_max = largest_area(areas, counts)
-    info = [float(x) for x in curve]
+    parts = mask_error_curve(areas, counts, schedule.log_snr.numpy(), prior)
+    curve = parts["error"]
     return {
         "mask_stats": mask_statistics(masks),
         "training_free": {
-            "t": list(range(schedule.T)), "info_loss": info, "t_half": first_at_least(curve, 0.5),
-            "prior_fg": prior,
-            "estimator": "local-disc pooling area x SNR(t) through a binary-input Gaussian channel; "
-                         "1 - mean mutual information / H(prior)",
+            "t": list(range(schedule.T)), "error": curve.tolist(),
+            "foreground": parts["foreground"].tolist(), "background": parts["background"].tolist(),
+            "t_half": first_at_least(curve, 0.5), "prior_fg": prior, "estimator": ESTIMATOR,
         },
-        "derived": derive(info, float(schedule.log_snr[-1]), pooled_snr_for_fraction(prior, 1 - LOST), a_max),
+        "derived": derive(curve, float(schedule.log_snr[-1]), pooled_snr_for_error(prior, LOST),
+                          largest_area(areas, counts)),
     }
 
 
 def trained_agreement(training_free: list[float], t: list[int], error: list[float], prior: float) -> dict:
-    """Normalise the E3 x0-MSE by the prior's MSE 4 pi (1 - pi) and correlate it with the training-free curve."""
-    err = np.asarray(error, dtype=np.float64)
-    norm = err / (4 * prior * (1 - prior))
-    tf = np.asarray(training_free)[np.asarray(t, dtype=int)]
-    ok = len(t) >= 3 and np.std(tf) > 0 and np.std(norm) > 0
-    return {
-        "t": [int(x) for x in t], "error": err.tolist(), "normalised": norm.tolist(),
-        "pearson": float(sstats.pearsonr(tf, norm)[0]) if ok else None,
-        "spearman": float(sstats.spearmanr(tf, norm)[0]) if ok else None,
-    }
+    """Agreement of the trained E3 curve (x0-MSE at steps ``t``, normalised by 4 pi (1 - pi)) with the training-free
+    curve: the t where each crosses 0.05, 0.5 and 0.95 (linear interpolation between the trained points; None =
+    not reached by t = T), their absolute differences, and the mean absolute difference of the two normalised
+    curves at the trained steps. No correlation: two monotone curves always correlate."""
+    tt = np.asarray(t, dtype=int)
+    norm = np.asarray(error, dtype=np.float64) / (4 * prior * (1 - prior))
+    tf = np.asarray(training_free, dtype=np.float64)
+    out: dict[str, Any] = {"t": tt.tolist(), "error": list(map(float, error)), "normalised": norm.tolist(),
+                           "mean_abs_diff": float(np.mean(np.abs(tf[tt] - norm))) if len(tt) else None}
+    for name, level in (("t_005", RECOVERED), ("t_half", 0.5), ("t_095", LOST)):
+        a, b = crossing_t(np.arange(len(tf)), tf, level), crossing_t(tt, norm, level)
+        out[name] = {"training_free": a, "trained": b,
+                     "abs_diff": None if a is None or b is None else abs(a - b)}
+    return out
 
 
-def compute_fingerprint(dataset: str, schedule: str = "linear", T: int = 1000, resolution: int = 256,
-                        schedule_params: dict | None = None, data_root=None, cache_dir=None,
+def compute_fingerprint(spec: FingerprintSpec, data_root=None, cache_dir=None,
                         trained: dict | None = None) -> dict[str, Any]:
-    """Fingerprint of a registry dataset (or ``masks:PATH`` / ``folder:PATH``) at ``resolution``.
+    """Fingerprint of the train + val masks of a dataset (registry name, ``masks:PATH`` or ``folder:PATH``).
     ``trained``: {"t": [...], "error": [...], "source": "..."} from an E3 study, merged with its agreement."""
-    ds = load_dataset(dataset, PrepConfig(resolution), data_root, cache_dir)
-    sched = make_schedule(schedule, T, **(schedule_params or {}))
-    fp = {"schema": SCHEMA, "dataset": dataset, "dataset_hash": ds.dataset_hash, "resolution": resolution,
-          "schedule": sched.describe(), **fingerprint_masks(np.asarray(ds.masks), sched), "trained": None}
+    ds = load_dataset(spec.dataset, spec.prep, data_root, cache_dir)
+    sp = spec.split
+    splits = ds.splits(sp.split_seed, sp.val_fraction, sp.test_fraction)
+    idx = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    if idx.size == 0:
+        raise ValueError(f"dataset {spec.dataset!r}: no training or validation masks to fingerprint")
+    sched = make_schedule(spec.schedule, spec.T, **spec.schedule_params)
+    fp = {"schema": SCHEMA, "dataset": spec.dataset, "dataset_hash": ds.dataset_hash,
+          "resolution": spec.prep.resolution, "prep": asdict(spec.prep), "schedule": sched.describe(),
+          "split": {"used": "train+val", **asdict(sp), "samples": int(idx.size),
+                    "cases": len({ds.case_ids[i] for i in idx}), "excluded_test_samples": len(splits["test"])},
+          **fingerprint_masks(np.asarray(ds.masks)[idx], sched), "trained": None}
     if trained:
         fp["trained"] = {"source": trained.get("source"),
-                         **trained_agreement(fp["training_free"]["info_loss"], trained["t"], trained["error"],
+                         **trained_agreement(fp["training_free"]["error"], trained["t"], trained["error"],
                                              fp["training_free"]["prior_fg"])}
     return fp
 
 
+def fingerprint_path(root: Path, spec: FingerprintSpec, dataset_hash: str) -> Path:
+    """``<root>/<dataset>-<identity digest>/fingerprint.json``: the one place a fingerprint lives."""
+    return Path(root) / f"{safe_name(spec.dataset)}-{digest(spec.identity(dataset_hash))[:16]}" / FILE_NAME
+
+
+def load_or_compute(root: Path, spec: FingerprintSpec, data_root=None, cache_dir=None, *,
+                    write: bool = True) -> tuple[dict[str, Any], Path]:
+    """Read the fingerprint of ``spec`` under ``root`` if it exists, else compute it (and write it unless
+    ``write`` is False, e.g. for a dry run). Returns (fingerprint, path)."""
+    ds = load_dataset(spec.dataset, spec.prep, data_root, cache_dir)
+    path = fingerprint_path(root, spec, ds.dataset_hash)
+    if path.exists():
+        return load_fingerprint(path), path
+    fp = compute_fingerprint(spec, data_root, cache_dir)
+    if write:
+        save_fingerprint(fp, path)
+    return fp, path
+
+
 def save_fingerprint(fp: dict[str, Any], path: Path) -> Path:
-    atomic_write_text(path, json.dumps(fp, indent=1))
-    return path
+    atomic_write_text(Path(path), json.dumps(fp, indent=1))
+    return Path(path)
 
 
 def load_fingerprint(path: Path) -> dict[str, Any]:
@@ -85,7 +159,9 @@ def load_fingerprint(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable fingerprint JSON ({exc})") from None
     if fp.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: schema {fp.get('schema')!r} is not {SCHEMA!r}")
+        raise ValueError(f"{path}: fingerprint schema {fp.get('schema')!r} is not {SCHEMA!r}; files of older "
+                         "versions used another estimator (and may include test masks): delete the file and "
+                         "recompute it (studies/fingerprint.py or the study that made it)")
     return fp
 
 
@@ -93,7 +169,7 @@ def rederive(fp: dict[str, Any]) -> dict:
     """The derived settings recomputed from the stored curve (equal to ``fp['derived']``)."""
     tf, d = fp["training_free"], fp["derived"]
     snr_star = float(np.exp(d["recommended_logsnr_end"] + np.log(d["largest_pooling_area_px"])))
-    return derive(tf["info_loss"], d["logsnr_T"], snr_star, d["largest_pooling_area_px"])
+    return derive(tf["error"], d["logsnr_T"], snr_star, d["largest_pooling_area_px"])
 
 
 def fingerprint_weighting(fp: dict[str, Any]):

@@ -1,12 +1,12 @@
-"""Settings derived from an information-loss curve (pure functions of the stored curve, so reading a
+"""Settings derived from a normalised mask-error curve (pure functions of the stored curve, so reading a
 fingerprint.json back reproduces them exactly).
 
-- ``recoverable_until_t``: last t with info_loss <= 0.05 (all information recovered up to there);
-  ``lost_from_t``: first t with info_loss >= 0.95 (no information from there on); ``converged_at_T``: whether the
+- ``recoverable_until_t``: last t with error <= 0.05 (labels recoverable up to there);
+  ``lost_from_t``: first t with error >= 0.95 (no better than the prior from there on); ``converged_at_T``: whether the
   schedule's last step reaches 0.95 (else information is still present at T: "not converged at T").
-- Recommended terminal log-SNR: the pooled SNR s* at which only 5% of the label information remains, divided by
+- Recommended terminal log-SNR: the pooled SNR s* at which a pixel's error reaches 95% of the prior's, divided by
   the largest pooling area (99.9th pixel percentile): log SNR_T = log s* - log A_max.
-- Weighting (the analysis paper's proposal): w(t) proportional to |d info_loss / dt|, Gaussian-smoothed
+- Weighting (the analysis paper's proposal): w(t) proportional to |d error / dt|, Gaussian-smoothed
   (sigma = T / 100 steps), floored at 2% of its maximum so every step keeps some weight, normalised to mean 1;
   the timestep-sampling density is w / sum(w).
 """
@@ -24,8 +24,22 @@ def first_at_least(curve: np.ndarray, level: float) -> int | None:
     return int(idx[0]) if idx.size else None
 
 
-def derivative_weighting(info_loss: list[float] | np.ndarray) -> list[float]:
-    c = np.asarray(info_loss, dtype=np.float64)
+def crossing_t(t: np.ndarray, curve: np.ndarray, level: float) -> float | None:
+    """The t where a sampled curve first reaches ``level`` (linear interpolation between samples); None when it
+    never does (not reached by t = T)."""
+    c = np.asarray(curve, dtype=np.float64)
+    idx = np.flatnonzero(c >= level)
+    if not idx.size:
+        return None
+    i = int(idx[0])
+    if i == 0:
+        return float(t[0])
+    t0, t1, c0, c1 = float(t[i - 1]), float(t[i]), c[i - 1], c[i]
+    return t0 + (level - c0) / (c1 - c0) * (t1 - t0)
+
+
+def derivative_weighting(error: list[float] | np.ndarray) -> list[float]:
+    c = np.asarray(error, dtype=np.float64)
     sigma = max(1.0, len(c) / 100)
     w = np.abs(gaussian_filter1d(np.gradient(c), sigma, mode="nearest"))
     if w.max() <= 0:
@@ -34,8 +48,8 @@ def derivative_weighting(info_loss: list[float] | np.ndarray) -> list[float]:
     return (w / w.mean()).tolist()
 
 
-def derive(info_loss: list[float], logsnr_T: float, pooled_snr_star: float, largest_area: float) -> dict:
-    c = np.asarray(info_loss, dtype=np.float64)
+def derive(error: list[float] | np.ndarray, logsnr_T: float, pooled_snr_star: float, largest_area: float) -> dict:
+    c = np.asarray(error, dtype=np.float64)
     rec = np.flatnonzero(c <= RECOVERED)
     w = derivative_weighting(c)
     total = float(np.sum(w))
@@ -43,7 +57,7 @@ def derive(info_loss: list[float], logsnr_T: float, pooled_snr_star: float, larg
         "recoverable_until_t": int(rec[-1]) if rec.size else None,
         "lost_from_t": first_at_least(c, LOST),
         "converged_at_T": bool(c[-1] >= LOST),
-        "info_loss_at_T": float(c[-1]),
+        "error_at_T": float(c[-1]),
         "logsnr_T": float(logsnr_T),
         "largest_pooling_area_px": float(largest_area),
         "recommended_logsnr_end": float(np.log(pooled_snr_star) - np.log(largest_area)),

@@ -1,4 +1,4 @@
-"""Fingerprint plot: information loss over t (training-free line, trained E3 points when merged) above the
+"""Fingerprint plot: normalised mask error over t (training-free line, trained E3 points when merged) above the
 derived weighting; saved as self-contained HTML (Vega inlined, works offline) and PNG via vl-convert."""
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ import pandas as pd
 
 def fingerprint_chart(fp: dict) -> alt.VConcatChart:
     tf = fp["training_free"]
-    curve = pd.DataFrame({"t": tf["t"], "value": tf["info_loss"], "curve": "training-free"})
+    curve = pd.concat([pd.DataFrame({"t": tf["t"], "value": tf[k], "curve": name}) for k, name in
+                       (("error", "training-free"), ("foreground", "training-free, foreground part"),
+                        ("background", "training-free, background part"))])
     layers = [alt.Chart(curve).mark_line().encode(
-        x=alt.X("t:Q", title="t"), y=alt.Y("value:Q", title="information loss", scale=alt.Scale(domain=[0, 1])),
+        x=alt.X("t:Q", title="diffusion step t"),
+        y=alt.Y("value:Q", title="mask error / prior error 4π(1-π)", scale=alt.Scale(domain=[0, 1.05])),
         color=alt.Color("curve:N", title=None))]
     if fp.get("trained"):
         tr = fp["trained"]
         pts = pd.DataFrame({"t": tr["t"], "value": tr["normalised"], "curve": "trained E3 (normalised MSE)"})
         layers.append(alt.Chart(pts).mark_point(filled=True).encode(x="t:Q", y="value:Q", color="curve:N"))
     d = fp["derived"]
-    title = (f"{fp['dataset']} at {fp['resolution']} px, {fp['schedule']['name']} T={fp['schedule']['T']}: "
-             f"t_half = {tf['t_half']}, info loss at T = {d['info_loss_at_T']:.2f}")
+    title = (f"{fp['dataset']} ({fp['split']['used']}) at {fp['resolution']} px, {fp['schedule']['name']} "
+             f"T={fp['schedule']['T']}: t_half = {tf['t_half']}, error at T = {d['error_at_T']:.2f}")
     top = alt.layer(*layers).properties(width=520, height=220, title=title)
     w = pd.DataFrame({"t": tf["t"], "weight": d["weighting"]})
     bottom = alt.Chart(w).mark_area(opacity=0.6).encode(
-        x=alt.X("t:Q", title="t"), y=alt.Y("weight:Q", title="derived weighting (mean 1)")
+        x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("weight:Q", title="derived weighting (mean 1)")
     ).properties(width=520, height=120)
     return alt.vconcat(top, bottom)
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..budgets import BUDGETS
-from ..data import DatasetError, PrepConfig, load_dataset
+from ..data import DatasetError, load_dataset
 from ..data.registry import get_spec
+from ..experiments.config import TrialConfig
 from .plan import TrialPoint, build_plan, describe_plan
 from .spec import SpecError, StudySpec, list_studies, load_spec
 
@@ -116,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.overrides)
         for name in datasets:
             get_spec(name, args.data_root)
-        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root, overrides)
-        # build every dataset cache once, in the driver, before trials start
-        for name, res in sorted({(p.dataset, int(p.config["data.resolution"])) for p in plan}):
-            load_dataset(name, PrepConfig(res), args.data_root, cache_dir)
+        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root, overrides,
+                          write=not args.dry_run)
+        # build every dataset cache once, in the driver, with the preprocessing the trials use
+        if not args.dry_run:
+            preps = {(p.dataset, TrialConfig.from_dict(p.config).data.prep()) for p in plan}
+            for name, prep in sorted(preps, key=str):
+                load_dataset(name, prep, args.data_root, cache_dir)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:

@@ -2,7 +2,9 @@
 
 Files (schemas in the README): ``trials.parquet`` (one row per trial), ``history.parquet`` (validation over
 steps), ``curves.parquet`` (per-t analysis curves), ``images.parquet`` (per-image test metrics),
-``reliability.parquet`` (pooled reliability-diagram bins) and ``study.json`` (study-level facts).
+``reliability.parquet`` (pooled reliability-diagram bins), ``conditioning.parquet`` (the paper's Fig. 3 left:
+each E2 trial's mask error over t beside that of its matching E3 trial, or of the same model with the null image
+when it was trained with condition dropout) and ``study.json`` (study-level facts).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .tracking import flatten
 TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
                  "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
                  "end_time", "wall_time_s", "train_time_s", "eval_time_s", "step", "best_step", "best_val",
-                 "selection_metric", "params", "git_commit", "hardware"]
+                 "selection_metric", "selection", "params", "git_commit", "hardware"]
 
 
 def _all_runs(client: MlflowClient, exp_id: str, filter_string: str) -> list:
@@ -70,6 +72,42 @@ def _typed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return df
 
 
+# What an E2 and an E3 trial must share to be compared (the paper: same dataset, architecture, schedule, seed).
+PAIR_KEYS = ["dataset", "seed", "cfg.model.architecture", "cfg.data.resolution", "cfg.diffusion.T",
+             "cfg.diffusion.schedule", "cfg.diffusion.schedule_params", "cfg.diffusion.input_scale",
+             "cfg.diffusion.logsnr_end", "cfg.diffusion.zero_terminal_snr"]
+CONDITIONING_COLUMNS = ["dataset", "architecture", "seed", "e2_trial_id", "partner_trial_id", "partner", "t",
+                        "with_image", "without_image"]
+
+
+def conditioning_pairs(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Mask error over t with the image (E2) and without it (the matching E3 trial: ``partner = "e3"``; or the
+    same E2 model trained with condition dropout: ``partner = "cond_dropout"``), one row per pair and t."""
+    ok = trials[trials.status.isin(["ok", "early_stopped"])].copy()
+    if ok.empty or not {"e2", "e3"} & set(ok.experiment.dropna()):
+        return pd.DataFrame(columns=CONDITIONING_COLUMNS)
+    for k in PAIR_KEYS:
+        if k not in ok:
+            ok[k] = None
+    ok["_key"] = ok[PAIR_KEYS].astype(str).agg("|".join, axis=1)
+    err = curves[curves.kind == "mask_error"]
+    rows = []
+    for e2 in ok[ok.experiment == "e2"].itertuples():
+        own = err[err.trial_id == e2.trial_id]
+        cond = own[own.conditioned].set_index("t").value
+        partners = [(e3.trial_id, "e3", err[(err.trial_id == e3.trial_id) & ~err.conditioned])
+                    for e3 in ok[(ok.experiment == "e3") & (ok._key == e2._key)].itertuples()]
+        if (~own.conditioned).any():
+            partners.append((e2.trial_id, "cond_dropout", own[~own.conditioned]))
+        for pid, kind, other in partners:
+            other = other.set_index("t").value
+            for t in sorted(set(cond.index) & set(other.index)):
+                rows.append({"dataset": e2.dataset, "architecture": e2.architecture, "seed": e2.seed,
+                             "e2_trial_id": e2.trial_id, "partner_trial_id": pid, "partner": kind, "t": t,
+                             "with_image": cond[t], "without_image": other[t]})
+    return pd.DataFrame(rows, columns=CONDITIONING_COLUMNS)
+
+
 def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str | None = None) -> dict[str, Path]:
     client = MlflowClient(tracking_uri)
     exp_id, parent = find_parent(client, study, parent_run_id)
@@ -96,6 +134,7 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
                     "architecture": cfg["model"]["architecture"], "train_time_s": res["train_time_s"],
                     "eval_time_s": res.get("eval_time_s"), "step": res["step"], "best_step": res["best_step"],
                     "best_val": res["best_val"], "selection_metric": res["selection_metric"],
+                    "selection": res.get("selection", "best_val"),
                     "params": res["params"]})
         hashes[res["dataset"]] = res["dataset_hash"]
         row.update({k: v for k, v in res["metrics"].items()})
@@ -114,7 +153,7 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
     tdf = _typed(tdf[TRIAL_COLUMNS + [c for c in tdf.columns if c not in TRIAL_COLUMNS]], "cfg.")
     for col in ("study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
                 "experiment", "architecture", "budget", "status", "mlflow_status", "selection_metric",
-                "git_commit", "hardware"):
+                "selection", "git_commit", "hardware"):
         tdf[col] = tdf[col].astype("string")
     for col in ("seed", "step", "best_step", "params"):
         tdf[col] = pd.to_numeric(tdf[col]).astype("Int64")
@@ -129,7 +168,11 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
             columns=["trial_id", "bin", "count", "confidence", "accuracy", "lower", "upper"]),
     }
     frames["curves"] = frames["curves"].astype({"trial_id": "string", "kind": "string", "conditioned": "bool",
-                                                "t": "int32", "value": "float64"})
+                                                "t": "float64", "value": "float64"})
+    frames["conditioning"] = conditioning_pairs(tdf, frames["curves"]).astype(
+        {"dataset": "string", "architecture": "string", "seed": "Int64", "e2_trial_id": "string",
+         "partner_trial_id": "string", "partner": "string", "t": "float64", "with_image": "float64",
+         "without_image": "float64"})
     for name in ("history", "images", "reliability"):
         frames[name]["trial_id"] = frames[name]["trial_id"].astype("string")
     if "image_id" in frames["images"]:

@@ -1,5 +1,6 @@
-"""The trial plan of a study invocation: arms x datasets x seeds (x num_samples draws), with fingerprint values
-resolved per dataset (computed if missing, cached by dataset hash and schedule under ``<out>/fingerprints``)."""
+"""The trial plan of a study invocation: arms x datasets x seeds (x num_samples draws), with the budget applied
+per dataset and fingerprint values resolved per dataset (``fingerprint.load_or_compute`` under
+``<out>/fingerprints``: train + val masks, the trial's resolution, preprocessing, split and base schedule)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import PrepConfig, load_dataset
-from ..data.cache import digest, safe_name
 from ..experiments.config import TrialConfig
-from ..fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
+from ..fingerprint import load_or_compute, spec_for_trial
 from .spec import FINGERPRINT, StudySpec
 
 
@@ -46,30 +45,24 @@ def resolve_fingerprint(flat: dict[str, Any], fp: dict[str, Any]) -> dict[str, A
     return out
 
 
-def fingerprint_for(flat: dict[str, Any], out: Path, cache_dir: Path, data_root) -> tuple[dict, Path]:
+def fingerprint_for(flat: dict[str, Any], out: Path, cache_dir: Path, data_root,
+                    write: bool = True) -> tuple[dict, Path]:
     """The fingerprint of the point's dataset under the point's base schedule (no terminal modifiers)."""
-    cfg = TrialConfig.from_dict({k: v for k, v in flat.items() if k != "diffusion.final_noise"
-                                 and not (v == FINGERPRINT)})
-    dc, res = cfg.diffusion, cfg.data.resolution
-    sched_params = {k: v for k, v in dc.schedule_kwargs(res).items() if k not in ("logsnr_end", "zero_terminal_snr")}
-    ds = load_dataset(cfg.data.dataset, PrepConfig(res), data_root, cache_dir)
-    key = digest({"dataset": ds.dataset_hash, "schedule": dc.schedule, "T": dc.T, "params": sched_params,
-                  "resolution": res})[:16]
-    path = out / "fingerprints" / f"{safe_name(cfg.data.dataset)}-{key}" / "fingerprint.json"
-    if path.exists():
-        return load_fingerprint(path), path
-    fp = compute_fingerprint(cfg.data.dataset, dc.schedule, dc.T, res, sched_params, data_root, cache_dir)
-    save_fingerprint(fp, path)
-    return fp, path
+    cfg = TrialConfig.from_dict({k: v for k, v in flat.items() if k != "diffusion.final_noise" and v != FINGERPRINT})
+    return load_or_compute(out / "fingerprints", spec_for_trial(cfg), data_root, cache_dir, write=write)
 
 
 def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: list[int] | None, out: Path,
-               cache_dir: Path, data_root=None, overrides: dict[str, Any] | None = None) -> list[TrialPoint]:
-    """Every trial point; ``overrides`` (dotted keys, e.g. from ``--set``) apply last, to every trial."""
-    overlay, spec_seeds, spec_datasets = spec.for_budget(budget)
+               cache_dir: Path, data_root=None, overrides: dict[str, Any] | None = None,
+               write: bool = True) -> list[TrialPoint]:
+    """Every trial point; ``overrides`` (dotted keys, e.g. from ``--set``) apply last, to every trial.
+    ``write=False`` (dry runs) computes missing fingerprints without writing them."""
+    _, spec_seeds, spec_datasets = spec.for_budget(budget)
     points = []
-    for dataset in datasets or spec_datasets:
-        for seed in seeds if seeds is not None else spec_seeds:
+    # seed-major order: an interrupted study has whole seeds of every dataset and arm
+    for seed in seeds if seeds is not None else spec_seeds:
+        for dataset in datasets or spec_datasets:
+            overlay, _, _ = spec.for_budget(budget, dataset)
             for arm in spec.arms():
                 flat = {"experiment": spec.experiment, **overlay, **spec.fixed, **arm.overrides,
                         "data.dataset": dataset, "seed": seed, "data.cache_dir": str(cache_dir), **(overrides or {})}
@@ -77,7 +70,7 @@ def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: 
                     flat["data.data_root"] = str(data_root)
                 fp_path = None
                 if needs_fingerprint(flat):
-                    fp, fp_path = fingerprint_for(flat, out, cache_dir, data_root)
+                    fp, fp_path = fingerprint_for(flat, out, cache_dir, data_root, write)
                     flat = resolve_fingerprint(flat, fp)
                 TrialConfig.from_dict(flat).validate()
                 points.append(TrialPoint(arm.label, dataset, seed, flat, str(fp_path) if fp_path else None))

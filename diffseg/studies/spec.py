@@ -84,12 +84,12 @@ class StudySpec:
             out.append(Arm("/".join(a.label for a in combo) or "default", over))
         return out
 
-    def for_budget(self, budget: str) -> tuple[dict[str, Any], list[int], list[str]]:
-        """(config overlay of the budget and the study's budget overrides, seeds, datasets)."""
+    def for_budget(self, budget: str, dataset: str | None = None) -> tuple[dict[str, Any], list[int], list[str]]:
+        """(config overlay of the budget for ``dataset`` and the study's budget overrides, seeds, datasets)."""
         extra = dict(self.budgets.get(budget, {}))
         seeds = extra.pop("seeds", self.seeds)
         datasets = extra.pop("datasets", self.datasets)
-        return {**budget_overlay(budget), **extra}, list(seeds), list(datasets)
+        return {**budget_overlay(budget, dataset), **extra}, list(seeds), list(datasets)
 
 
 def _label(over: dict[str, Any]) -> str:

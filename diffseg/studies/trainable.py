@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -36,8 +35,6 @@ class StudyContext:
 def trial_config(config: dict[str, Any], ctx: StudyContext, out_dir: Path, point: dict[str, Any]) -> TrialConfig:
     sampled = {k: v for k, v in config.items() if k != "point"}
     flat = {**point["config"], **sampled, "output_dir": str(out_dir), "train.threads": ctx.threads}
-    if torch.cuda.is_available():
-        flat["train.device"] = "cuda"
     return TrialConfig.from_dict(flat)
 
 
@@ -66,7 +63,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
                 "fingerprint": point["fingerprint"], "dataset_hash": fp["dataset_hash"],
                 "weighting": fp["derived"]["weighting"], "sampling_density": fp["derived"]["sampling_density"],
                 "recommended_logsnr_end": fp["derived"]["recommended_logsnr_end"],
-                "info_loss": fp["training_free"]["info_loss"]}, "fingerprint_curve.json")
+                "training_free_error": fp["training_free"]["error"], "split": fp["split"]}, "fingerprint_curve.json")
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
