@@ -150,21 +150,43 @@ def test_medsegdiff_aux_head_adds_its_loss():
 
 
 @pytest.mark.slow
-def test_honest_learning_check_e2_and_e1(artifacts_dir):
-    """On synthetic-blob at 64x64 on this CPU: E2 EnsemDiff and E1 reach test IoU >= 0.8 in a few minutes."""
+def _baseline_iou(dataset: str, resolution: int, limit: int) -> float:
+    """Blur + Otsu on the same test images the trial is evaluated on (computed here, not a stored number)."""
+    import numpy as np
+
+    from diffseg.data import PrepConfig, load_dataset
+    from diffseg.metrics import blur_otsu
+
+    ds = load_dataset(dataset, PrepConfig(resolution))
+    ious = []
+    for i in ds.splits()["test"][:limit]:
+        p, g = blur_otsu(ds.images[i]), ds.masks[i] > 0
+        union = (p | g).sum()
+        ious.append((p & g).sum() / union if union else 1.0)
+    return float(np.mean(ious))
+
+
+@pytest.mark.slow
+def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
+    """E2 EnsemDiff and E1 must beat blur + Otsu clearly on a set where intensity does not define the foreground:
+    synthetic-clusters (brown positive cells are foreground, blue negative cells of similar darkness are not).
+    On synthetic-blob the same baseline already scores about 0.97, so a model's IoU there proves nothing."""
     from diffseg.budgets import budget_overlay
 
-    numbers = {}
+    numbers = {"baseline_blur_otsu": {d: _baseline_iou(d, 64, 32) for d in ("synthetic-clusters", "synthetic-blob")}}
+    assert numbers["baseline_blur_otsu"]["synthetic-blob"] >= 0.9  # the baseline works where intensity suffices
     for experiment in ("e2", "e1"):
         overlay = {**budget_overlay("smoke"), "data.resolution": 64, "train.batch_size": 16, "train.steps": 400,
                    "eval.test_max_images": 32, "experiment": experiment,
-                   "data.dataset": "synthetic-blob", "model.architecture": "ensemdiff"}
+                   "data.dataset": "synthetic-clusters", "model.architecture": "ensemdiff"}
         r = train_trial(TrialConfig.from_dict(overlay))
         numbers[experiment] = {"test_iou": r["metrics"]["test_iou"], "test_ece": r["metrics"]["test_ece"],
                                "train_time_s": r["train_time_s"], "steps": r["step"]}
     (artifacts_dir / "learning_check.json").write_text(json.dumps(numbers, indent=2))
-    assert numbers["e2"]["test_iou"] >= 0.8, numbers
-    assert numbers["e1"]["test_iou"] >= 0.8, numbers
+    base = numbers["baseline_blur_otsu"]["synthetic-clusters"]
+    assert base < 0.3, numbers
+    assert numbers["e2"]["test_iou"] >= base + 0.15, numbers
+    assert numbers["e1"]["test_iou"] >= base + 0.15, numbers
 
 
 def test_bf16_autocast_path_runs_on_cpu():

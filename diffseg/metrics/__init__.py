@@ -1,6 +1,8 @@
 """Segmentation, calibration, sample-set and uncertainty metrics, batched in torch."""
 
+from .baselines import blur_otsu
 from .calibration import adaptive_ece, brier, ece, nll, reliability_table
+from .intervals import fmt_ci, mean_ci
 from .overlap import dice, iou
 from .sets import ged, hungarian_iou, pairwise_iou
 from .uncertainty import auroc, uncertainty_auroc
@@ -8,12 +10,15 @@ from .uncertainty import auroc, uncertainty_auroc
 __all__ = [
     "adaptive_ece",
     "auroc",
+    "blur_otsu",
     "brier",
     "dice",
     "ece",
+    "fmt_ci",
     "ged",
     "hungarian_iou",
     "iou",
+    "mean_ci",
     "nll",
     "pairwise_iou",
     "reliability_table",

@@ -8,35 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from .data import NoExports, StudyData, load_study
 from .html import render
 from .sections import build_sections
-
-
-def ensure_fingerprints(d: StudyData) -> list[str]:
-    """Compute missing training-free fingerprints (linear schedule, the study's resolution and T) for the
-    study's datasets where the data is reachable; return notes for those that could not be computed."""
-    from ..data.cache import safe_name
-    from ..fingerprint import compute_fingerprint, save_fingerprint
-
-    notes = []
-    t = d.ok_trials()
-    for ds in sorted(set(t.dataset.dropna()) - set(d.fingerprints)):
-        row = t[t.dataset == ds].iloc[0]
-        res, T = int(row["cfg.data.resolution"]), int(row["cfg.diffusion.T"])
-        root = row.get("cfg.data.data_root")
-        try:
-            fp = compute_fingerprint(ds, "linear", T, res, data_root=None if pd.isna(root) else root,
-                                     cache_dir=d.runs / "cache")
-        except (OSError, ValueError) as exc:
-            notes.append(f"no training-free fingerprint for {ds}: {exc}")
-            continue
-        if fp["dataset_hash"] == d.meta.get("datasets", {}).get(ds):
-            save_fingerprint(fp, d.runs / "fingerprints" / f"report-{safe_name(ds)}-{res}" / "fingerprint.json")
-            d.fingerprints[ds] = fp
-    return notes
 
 
 def attach_to_mlflow(d: StudyData, out: Path) -> str | None:
@@ -56,10 +30,9 @@ def attach_to_mlflow(d: StudyData, out: Path) -> str | None:
 
 def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = True) -> dict:
     d = load_study(runs, study)
-    notes = ensure_fingerprints(d)
     out = out or runs / "reports" / study
     result = render(f"diffseg study report: {study}", build_sections(d), out)
-    result["notes"] = notes
+    result["notes"] = list(d.notes)
     if attach:
         note = attach_to_mlflow(d, out)
         if note:

@@ -1,6 +1,7 @@
-"""Loading what a report is built from: a study's Parquet exports (``<runs>/exports/<study>/``), the
-fingerprints the study resolved (``<runs>/fingerprints``) and the trials' uncertainty galleries
-(``<runs>/trials/<trial_id>/gallery.png``) when the runs folder still has them."""
+"""Loading what a report is built from: a study's Parquet exports (``<runs>/exports/<study>/``), the training-free
+fingerprint of each dataset at exactly the settings its trials used (``fingerprint.load_or_compute`` under
+``<runs>/fingerprints``: the E3 trials' resolution, preprocessing, split and schedule; train + val masks only) and
+the trials' uncertainty galleries (``<runs>/trials/<trial_id>/gallery.png``) when the runs folder still has them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..fingerprint import load_fingerprint
+from ..experiments import TrialConfig
+from ..fingerprint import load_or_compute, spec_for_trial
 
-EXPORT_FILES = ("trials", "history", "curves", "images", "reliability")
+EXPORT_FILES = ("trials", "history", "curves", "images", "reliability", "conditioning")
 
 
 class NoExports(FileNotFoundError):
@@ -29,10 +32,17 @@ class StudyData:
     curves: pd.DataFrame
     images: pd.DataFrame
     reliability: pd.DataFrame
+    conditioning: pd.DataFrame
     fingerprints: dict[str, dict] = field(default_factory=dict)  # dataset -> fingerprint.json
+    notes: list[str] = field(default_factory=list)
 
     def ok_trials(self) -> pd.DataFrame:
         return self.trials[self.trials.status.isin(["ok", "early_stopped"])]
+
+    def prior(self, dataset: str) -> float | None:
+        """Foreground fraction of the dataset's train + val masks (from its fingerprint)."""
+        fp = self.fingerprints.get(dataset)
+        return fp["training_free"]["prior_fg"] if fp else None
 
     def gallery(self, trial_id: str) -> Path | None:
         p = self.runs / "trials" / trial_id / "gallery.png"
@@ -48,10 +58,42 @@ def load_study(runs: Path, study: str) -> StudyData:
                         f"--out {runs}` or re-create them with `python studies/export.py --study {study} --out {runs}`")
     frames = {name: pd.read_parquet(exports / f"{name}.parquet") for name in EXPORT_FILES}
     meta = json.loads((exports / "study.json").read_text())
-    fps = {}
-    hashes = meta.get("datasets", {})
-    for path in sorted((runs / "fingerprints").glob("*/fingerprint.json")):
-        fp = load_fingerprint(path)
-        if hashes.get(fp["dataset"]) == fp["dataset_hash"] and fp["schedule"]["name"] == "linear":
-            fps.setdefault(fp["dataset"], fp)
-    return StudyData(study, runs, meta, **frames, fingerprints=fps)
+    d = StudyData(study, runs, meta, **frames)
+    d.fingerprints, d.notes = study_fingerprints(d)
+    return d
+
+
+def trial_config(row: pd.Series) -> TrialConfig:
+    """The TrialConfig of an exported trial row, rebuilt from its ``cfg.*`` columns."""
+    flat = {}
+    for key, value in row.items():
+        if not key.startswith("cfg.") or value is None or (np.isscalar(value) and pd.isna(value)):
+            continue
+        if isinstance(value, str) and value[:1] in "[{":
+            value = json.loads(value)
+        elif hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        flat[key[4:]] = value
+    return TrialConfig.from_dict(flat)
+
+
+def study_fingerprints(d: StudyData) -> tuple[dict[str, dict], list[str]]:
+    """One training-free fingerprint per dataset, at the settings of its E3 trials (else of its first trial)."""
+    t = d.ok_trials()
+    fps, notes = {}, []
+    for ds in sorted(t.dataset.dropna().unique()):
+        rows = t[t.dataset == ds].sort_values("experiment", key=lambda s: s != "e3")
+        cfg = trial_config(rows.iloc[0])
+        try:
+            fp, _ = load_or_compute(d.runs / "fingerprints", spec_for_trial(cfg), cfg.data.data_root,
+                                    d.runs / "cache")
+        except (OSError, ValueError) as exc:
+            notes.append(f"no training-free fingerprint for {ds}: {exc}")
+            continue
+        if fp["dataset_hash"] != d.meta.get("datasets", {}).get(ds):
+            notes.append(f"{ds}: the data found now differs from the data the study used; no fingerprint shown")
+            continue
+        fps[ds] = fp
+    return fps, notes

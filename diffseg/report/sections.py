@@ -10,6 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from . import findings
 from .data import StudyData
 
 W, H = 260, 180
@@ -46,6 +47,19 @@ def summary(d: StudyData) -> Section:
     return Section("summary", "Summary", tables=[_table(pd.DataFrame(rows, columns=["", "value"]))])
 
 
+ARCH_LABEL = {"ensemdiff": "EnsemDiff", "segdiff": "SegDiff", "medsegdiff": "MedSegDiff",
+              "nnunet": "PlainConvUNet (nnU-Net architecture, shared recipe; not the nnU-Net pipeline)"}
+ARCH_ORDER = {"ensemdiff": 0, "segdiff": 1, "medsegdiff": 2, "nnunet": 3, "segformer": 4}
+
+
+def _arch_label(t: pd.DataFrame, arch: str) -> str:
+    if arch == "segformer":
+        col = "cfg.model.segformer_variant"
+        variants = sorted(t.loc[t.architecture == arch, col].dropna().unique()) if col in t else []
+        return "SegFormer-" + "/".join(str(v).upper() for v in variants) if variants else "SegFormer"
+    return ARCH_LABEL.get(arch, arch)
+
+
 def table1(d: StudyData) -> Section | None:
     t = d.ok_trials()
     if "test_iou" not in t or t.experiment.isin(["e1", "e2"]).sum() == 0 or t.architecture.nunique() < 2:
@@ -56,7 +70,7 @@ def table1(d: StudyData) -> Section | None:
     rows = []
     for (ds, arch), grp in agg.groupby(["dataset", "architecture"]):
         e = {r.experiment: r for r in grp.itertuples()}
-        row = {"dataset": ds, "architecture": arch}
+        row = {"dataset": ds, "architecture": _arch_label(t, arch), "_order": ARCH_ORDER.get(arch, 9)}
         for exp, name in (("e1", "feed-forward"), ("e2", "diffusion")):
             r = e.get(exp)
             row[f"IoU {name}"] = _fmt(r.iou, r.iou_sd, r.n) if r else "-"
@@ -65,11 +79,13 @@ def table1(d: StudyData) -> Section | None:
         row["ΔIoU (diff - ff)"] = f"{e['e2'].iou - e['e1'].iou:+.3f}" if both else "-"
         row["ΔECE (diff - ff)"] = f"{e['e2'].ece - e['e1'].ece:+.3f}" if both else "-"
         rows.append(row)
-    order = {"ensemdiff": 0, "segdiff": 1, "medsegdiff": 2, "nnunet": 3, "segformer": 4}
-    df = pd.DataFrame(rows).sort_values(["dataset", "architecture"], key=lambda s: s.map(order).fillna(s))
+    df = pd.DataFrame(rows).sort_values(["dataset", "_order"]).drop(columns="_order")
     return Section("table1", "Table 1: feed-forward vs diffusion training",
-                   "Test IoU and ECE (10 bins) per dataset and architecture, mean ± std over seeds; the references "
-                   "(nnU-Net, SegFormer) are trained feed-forward only.", tables=[_table(df)])
+                   "Test IoU and ECE per dataset and architecture, mean ± std over seeds. ECE is the mean over test "
+                   "images of each image's 10-bin equal-width ECE of the foreground probability (the pooled-pixel "
+                   "ECE is exported as test_ece_pooled). The three diffusion architectures share one training "
+                   "recipe (this platform's, not each paper's own); the references are trained feed-forward only.",
+                   tables=[_table(df)])
 
 
 def _normalised_e3(d: StudyData) -> pd.DataFrame:
@@ -85,75 +101,102 @@ def _normalised_e3(d: StudyData) -> pd.DataFrame:
 
 def fingerprints(d: StudyData) -> Section | None:
     e3 = _normalised_e3(d)
-    if e3.empty and not d.fingerprints:
+    if not d.fingerprints:
         return None
-    charts = []
     tf = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
-                                  "value": fp["training_free"]["info_loss"], "curve": "training-free"})
-                    for ds, fp in d.fingerprints.items()]) if d.fingerprints else pd.DataFrame()
+                                  "value": fp["training_free"]["error"], "curve": "training-free"})
+                    for ds, fp in d.fingerprints.items()])
     archs = sorted(e3.architecture.dropna().unique()) if not e3.empty else []
     palette = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2"]
     colour = alt.Color("curve:N", title=None, scale=alt.Scale(
-        domain=[*archs, "mean of architectures", "training-free"],
+        domain=[*archs, "trained E3, mean of architectures", "training-free"],
         range=[*(palette[i % len(palette)] for i in range(len(archs))), "#e45756", "black"]))
+    y = alt.Y("value:Q", title="mask error / prior error 4π(1-π)")
     layers = []
     if not e3.empty:
         per_arch = e3.groupby(["dataset", "architecture", "t"], as_index=False).value.mean()
         per_arch["curve"] = per_arch.architecture
         mean = per_arch.groupby(["dataset", "t"], as_index=False).value.mean()
-        mean["curve"] = "mean of architectures"
-        layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
-            x="t:Q", y=alt.Y("value:Q", title="normalised error / information loss"), color=colour))
-        layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(x="t:Q", y="value:Q", color=colour))
-    if not tf.empty:
-        layers.append(alt.Chart(tf).mark_line().encode(x="t:Q", y="value:Q", color=colour))
-    data_sets = sorted(set(e3.dataset) | set(d.fingerprints))
-    for ds in data_sets:
+        mean["curve"] = "trained E3, mean of architectures"
+        if len(archs) > 1:
+            layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
+                x=alt.X("t:Q", title="diffusion step t"), y=y, color=colour))
+        layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(
+            x=alt.X("t:Q", title="diffusion step t"), y=y, color=colour))
+    layers.append(alt.Chart(tf).mark_line().encode(x=alt.X("t:Q", title="diffusion step t"), y=y, color=colour))
+    charts = []
+    for ds, fp in sorted(d.fingerprints.items()):
         sub = [layer.transform_filter(alt.datum.dataset == ds) for layer in layers]
-        charts.append((f"fingerprint_{ds}", alt.layer(*sub).properties(width=W, height=H, title=ds)))
-    if d.fingerprints:
-        w = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
-                                     "weight": fp["derived"]["weighting"]}) for ds, fp in d.fingerprints.items()])
-        charts.append(("derived_weighting", alt.Chart(w).mark_line().encode(
-            x="t:Q", y=alt.Y("weight:Q", title="derived weighting (mean 1)"), color="dataset:N"
-        ).properties(width=W * 2, height=H, title="fingerprint-derived weighting |d info loss / dt|")))
-    rows = [{"dataset": ds, "t_half": fp["training_free"]["t_half"],
-             "recoverable until t": fp["derived"]["recoverable_until_t"], "lost from t": fp["derived"]["lost_from_t"],
-             "info loss at T": round(fp["derived"]["info_loss_at_T"], 3),
+        charts.append((f"fingerprint_{ds}", alt.layer(*sub).properties(
+            width=W, height=H, title=f"{ds} at {fp['resolution']} px")))
+    w = pd.concat([pd.DataFrame({"dataset": ds, "t": fp["training_free"]["t"],
+                                 "weight": fp["derived"]["weighting"]}) for ds, fp in d.fingerprints.items()])
+    charts.append(("derived_weighting", alt.Chart(w).mark_line().encode(
+        x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("weight:Q", title="derived weighting (mean 1)"),
+        color="dataset:N").properties(width=W * 2, height=H, title="fingerprint-derived weighting |d error / dt|")))
+    rows = [{"dataset": ds, "resolution (px)": fp["resolution"], "masks used": f"{fp['split']['samples']} "
+             f"({fp['split']['used']})", "t_half": fp["training_free"]["t_half"],
+             "recoverable until t": fp["derived"]["recoverable_until_t"],
+             "no better than prior from t": fp["derived"]["lost_from_t"] or "not reached by T",
+             "error at T": round(fp["derived"]["error_at_T"], 3),
              "recommended logSNR(T)": round(fp["derived"]["recommended_logsnr_end"], 2),
              "sparse": fp["mask_stats"]["sparse"]} for ds, fp in sorted(d.fingerprints.items())]
-    return Section("fingerprints", "Dataset fingerprints (Fig. 4)",
-                   "E3 mask-prediction error over t (image removed), normalised by the prior's error 4π(1-π): one "
-                   "dotted line per architecture, their mean solid; the training-free information-loss curve in "
-                   "black. Small objects lose their information at lower t than large lesions.",
-                   tables=[_table(pd.DataFrame(rows))] if rows else [], charts=charts)
+    tables = [_table(pd.DataFrame(rows))]
+    agree = findings.fingerprint_agreement(d)
+    text = ("The training-free curve (black: expected error of the best label estimate from a pooled noisy "
+            "observation, train + val masks, normalised by the prior's error) per dataset at the resolution, "
+            "schedule and T of the study's trials.")
+    if not e3.empty:
+        tables.append(_table(agree))
+        text += (" Trained E3 mask-prediction error, normalised the same way: mean over architectures (red)"
+                 + (", each architecture dotted" if len(archs) > 1 else "") + ". The agreement table gives the t "
+                 "where each curve crosses 0.05 / 0.5 / 0.95 and their mean absolute difference, mean and 95 % "
+                 "interval over seeds.")
+    return Section("fingerprints", "Dataset fingerprints (Fig. 4)", text, tables=tables, charts=charts)
 
 
 def conditioning_and_loss(d: StudyData) -> Section | None:
     t = d.ok_trials()
-    c = d.curves.merge(t[["trial_id", "dataset", "experiment"]], on="trial_id")
-    charts = []
-    cond = c[(c.experiment == "e2") & (c.kind == "mask_error")]
-    if cond.conditioned.nunique() == 2:
-        m = cond.groupby(["dataset", "conditioned", "t"], as_index=False).value.mean()
-        m["input"] = np.where(m.conditioned, "with image", "image nulled")
+    charts, tables = [], []
+    c = d.conditioning
+    if not c.empty:
+        m = c.melt(id_vars=["dataset", "partner", "seed", "t"], value_vars=["with_image", "without_image"],
+                   var_name="input", value_name="error")
+        m["input"] = np.where(m.input == "with_image", "E2, with the image", np.where(
+            m.partner == "e3", "E3 (mask only, matched model)", "same E2 model, null image (condition dropout)"))
+        m = m.groupby(["dataset", "input", "t"], as_index=False).error.mean()
         charts.append(("conditioned_vs_unconditioned", alt.Chart(m).mark_line().encode(
-            x="t:Q", y=alt.Y("value:Q", title="mask-prediction MSE"), color="input:N",
-            column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
-    loss = c[c.kind == "train_loss"]
+            x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("error:Q", title="mask-prediction MSE (x0 space)"),
+            color=alt.Color("input:N", title=None), column=alt.Column("dataset:N", title=None)
+        ).properties(width=W, height=H)))
+        gap = findings.conditioning_gap(d)
+        if not gap.empty:
+            tables.append(_table(gap))
+    curves = d.curves.merge(t[["trial_id", "dataset", "experiment"]], on="trial_id")
+    loss = curves[curves.kind == "train_loss"]
     if not loss.empty:
         m = loss.groupby(["dataset", "experiment", "t"], as_index=False).value.mean()
         m["value"] = m.value / m.groupby(["dataset", "experiment"]).value.transform("mean")
+        m["t + 1"] = m.t + 1
         m["task"] = m.experiment.map({"e2": "segmentation (E2)", "e4": "image generation (E4)",
                                       "e3": "mask only (E3)"}).fillna(m.experiment)
-        charts.append(("training_loss_over_t", alt.Chart(m).mark_line().encode(
-            x="t:Q", y=alt.Y("value:Q", title="training loss / its mean", scale=alt.Scale(type="log")),
+        charts.append(("training_loss_over_t", alt.Chart(m).mark_line(point=True).encode(
+            x=alt.X("t + 1:Q", title="diffusion step t + 1 (log scale)", scale=alt.Scale(type="log")),
+            y=alt.Y("value:Q", title="eps-space training loss / its mean", scale=alt.Scale(type="log")),
             color="task:N", column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
+        shape = findings.loss_shape(d)
+        if not shape.empty:
+            tables.append(_table(shape))
     if not charts:
         return None
     return Section("conditioning", "Conditioning and training loss over t (Fig. 3)",
-                   "Mask error with and without the image (E2 models); the training loss (eps-space MSE over the "
-                   "second half of training) binned by t, each curve divided by its mean.", charts=charts)
+                   "Left: mask error over t of each E2 model (with the image) and of its matching E3 model (same "
+                   "dataset, architecture, schedule, T, resolution and seed, trained without the image), mean over "
+                   "seeds; the table gives their gap over t < 400 and t >= 400 in units of the prior's error. "
+                   "Right: the eps-space training loss binned by t on log-spaced bins (dense near t = 0), "
+                   "accumulated over the part of training set by train.loss_curve_from (0.75: the last quarter, "
+                   "as the paper), each curve divided by its mean; the table gives its shape per seed.",
+                   tables=tables, charts=charts)
 
 
 def _arms(d: StudyData) -> pd.DataFrame:
@@ -173,23 +216,29 @@ def comparison(d: StudyData) -> Section | None:
                  + base.mark_tick(color="black", thickness=2).encode(x=f"mean({metric}):Q")
                  ).properties(width=W, height=alt.Step(16)).facet(column=alt.Column("dataset:N", title=None))
         charts.append((f"{metric}_per_arm", chart))
-    h = d.history.merge(t[["trial_id", "arm", "dataset", "seed"]], on="trial_id")
-    val = "val_iou" if "val_iou" in h and h.val_iou.notna().any() else "val_x0_error"
-    if val in h and not h.empty:
-        hm = h.dropna(subset=[val]).groupby(["dataset", "arm", "step"], as_index=False)[val].mean()
-        charts.append(("validation_over_steps", alt.Chart(hm).mark_line(point=True).encode(
-            x="step:Q", y=alt.Y(f"{val}:Q"), color="arm:N", column=alt.Column("dataset:N", title=None)
-        ).properties(width=W, height=H)))
-    sel = t.groupby(["dataset", "arm"], as_index=False).agg(
-        best_val=("best_val", "mean"), n=("best_val", "size"),
-        **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in t})
-    mode = "min" if t.selection_metric.iloc[0] == "val_x0_error" else "max"
-    best = sel.loc[sel.groupby("dataset").best_val.idxmax() if mode == "max" else
-                   sel.groupby("dataset").best_val.idxmin()].round(4)
+    h = d.history.merge(t[["trial_id", "arm", "dataset", "seed", "selection_metric"]], on="trial_id")
+    tables = []
+    for metric, grp in t.groupby("selection_metric"):  # never compare val IoU with val x0 error
+        if metric in h and h[metric].notna().any():
+            hm = h[h.selection_metric == metric].dropna(subset=[metric]).groupby(
+                ["dataset", "arm", "step"], as_index=False)[metric].mean()
+            charts.append((f"validation_over_steps_{metric}", alt.Chart(hm).mark_line(point=True).encode(
+                x=alt.X("step:Q", title="training step"), y=alt.Y(f"{metric}:Q"), color="arm:N",
+                column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
+        sel = grp.groupby(["dataset", "arm"], as_index=False).agg(
+            best_val=("best_val", "mean"), n=("best_val", "size"),
+            **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in grp})
+        pick = sel.groupby("dataset").best_val.idxmin() if metric.endswith("error") else \
+            sel.groupby("dataset").best_val.idxmax()
+        tables.append(_table(sel.loc[pick].assign(selection_metric=metric).round(4)))
+    ranks = findings.arm_ranks(d)
+    if not ranks.empty:
+        tables.append(_table(ranks))
     return Section("comparison", "Arm comparison",
-                   f"Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the "
-                   f"best configuration per dataset, chosen on validation ({t.selection_metric.iloc[0]}, {mode}) "
-                   "and reported on test.", tables=[_table(best)], charts=charts)
+                   "Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the "
+                   "best configuration per dataset, chosen on validation (separately for each selection metric: "
+                   "val_iou for E1/E2, val_x0_error for E3/E4) and reported on test.",
+                   tables=tables, charts=charts)
 
 
 def calibration(d: StudyData) -> Section | None:
@@ -214,9 +263,24 @@ def calibration(d: StudyData) -> Section | None:
         if p is not None and len(images) < 12:
             images.append((f"{ds} / {arm}: image, ground truth, mean, 2 x std",
                            "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
+    tables = []
+    en = findings.ece_vs_n(d)
+    if not en.empty and en.N.nunique() > 1:
+        en = en.assign(model=en.architecture + " " + en.experiment.str.upper())
+        m = en.groupby(["dataset", "model", "N"], as_index=False)[["ece", "iou"]].mean()
+        charts.append(("ece_vs_ensemble_size", alt.Chart(m).mark_line(point=True).encode(
+            x=alt.X("N:Q", title="ensemble members N", scale=alt.Scale(type="log")),
+            y=alt.Y("ece:Q", title="test ECE (mean of per-image 10-bin ECE)"), color="model:N",
+            column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
+    cal = findings.calibration(d)
+    if not cal.empty:
+        tables.append(_table(cal))
     return Section("calibration", "Calibration and uncertainty",
-                   "Reliability diagrams of the pooled test pixels per arm (10 equal-width bins; the diagonal is "
-                   "perfect calibration) and uncertainty galleries.", charts=charts, images=images)
+                   "E1 vs E2 test IoU and ECE per architecture and dataset (mean, 95 % interval over seeds, paired "
+                   "difference); ECE against the ensemble size N (the mean of N near-binary members takes about "
+                   "N + 1 values, so ECE depends on N); reliability diagrams of the pooled test pixels per arm (10 "
+                   "equal-width bins; the diagonal is perfect calibration) and uncertainty galleries "
+                   "(first image of each arm's first seed, at most 12).", tables=tables, charts=charts, images=images)
 
 
 IGNORED = {"cfg.seed", "cfg.data.dataset", "cfg.output_dir", "cfg.data.cache_dir", "cfg.data.data_root"}
@@ -229,14 +293,15 @@ def search_overview(d: StudyData) -> Section | None:
     if not cols or t.best_val.isna().all():
         return None
     charts = []
-    for c in cols[:8]:
-        numeric = pd.api.types.is_numeric_dtype(t[c]) and t[c].nunique() > 4
-        df = t[[c, "best_val", "dataset"]].rename(columns={c: "value"})
-        df["value"] = df.value.astype(float if numeric else str)
-        charts.append((f"effect_{c[4:]}", alt.Chart(df).mark_point(filled=True, opacity=0.7).encode(
-            x=alt.X("value:Q" if numeric else "value:N", title=c[4:]),
-            y=alt.Y("best_val:Q", title=t.selection_metric.iloc[0]), color="dataset:N"
-        ).properties(width=W, height=H, title=c[4:])))
+    for metric, grp in t.groupby("selection_metric"):
+        for c in cols[:8]:
+            numeric = pd.api.types.is_numeric_dtype(grp[c]) and grp[c].nunique() > 4
+            df = grp[[c, "best_val", "dataset"]].rename(columns={c: "value"})
+            df["value"] = df.value.astype(float if numeric else str)
+            charts.append((f"effect_{c[4:]}_{metric}", alt.Chart(df).mark_point(filled=True, opacity=0.7).encode(
+                x=alt.X("value:Q" if numeric else "value:N", title=c[4:]),
+                y=alt.Y("best_val:Q", title=metric), color="dataset:N"
+            ).properties(width=W, height=H, title=c[4:])))
     return Section("search", "Search overview",
                    "Per-parameter effect on the selection metric (every trial one point).", charts=charts)
 

@@ -89,14 +89,14 @@ def conditioning_pairs(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     for k in PAIR_KEYS:
         if k not in ok:
             ok[k] = None
-    ok["_key"] = ok[PAIR_KEYS].astype(str).agg("|".join, axis=1)
+    ok["pair_key"] = ok[PAIR_KEYS].apply(lambda r: "|".join(map(str, r)), axis=1)
     err = curves[curves.kind == "mask_error"]
     rows = []
     for e2 in ok[ok.experiment == "e2"].itertuples():
         own = err[err.trial_id == e2.trial_id]
         cond = own[own.conditioned].set_index("t").value
         partners = [(e3.trial_id, "e3", err[(err.trial_id == e3.trial_id) & ~err.conditioned])
-                    for e3 in ok[(ok.experiment == "e3") & (ok._key == e2._key)].itertuples()]
+                    for e3 in ok[(ok.experiment == "e3") & (ok.pair_key == e2.pair_key)].itertuples()]
         if (~own.conditioned).any():
             partners.append((e2.trial_id, "cond_dropout", own[~own.conditioned]))
         for pid, kind, other in partners:
