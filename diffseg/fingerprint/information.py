@@ -83,10 +83,13 @@ def clipped_disc_area(r: np.ndarray, y: np.ndarray, x: np.ndarray, h: int, w: in
             + _quadrant(r, right, bottom))
 
 
+@lru_cache(maxsize=8)
 def _edge_distance(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row index, column index, distance of each pixel centre to the image border)."""
+    """(row index, column index, distance of each pixel centre to the image border), read-only, cached."""
     yy, xx = np.indices((h, w))
     edge = np.minimum(np.minimum(yy + 0.5, h - yy - 0.5), np.minimum(xx + 0.5, w - xx - 0.5))
+    for a in (yy, xx, edge):
+        a.flags.writeable = False
     return yy, xx, edge
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
@@ -37,16 +39,19 @@ def mask_statistics(masks: np.ndarray) -> dict:
     m = masks.astype(bool)
     n, h, w = m.shape
     fg = m.reshape(n, -1).mean(1)
-    objects, areas, cy, cx = [], [], [], []
-    for mask in m:
+    yy, xx = np.indices((h, w))
+
+    def objects_of(mask):
         lab, k = ndimage.label(mask, structure=EIGHT_CONNECTED)
-        objects.append(k)
-        if k:
-            idx = np.arange(1, k + 1)
-            areas.append(ndimage.sum_labels(mask, lab, idx))
-            c = np.asarray(ndimage.center_of_mass(mask, lab, idx))
-            cy.append(c[:, 0] / h)
-            cx.append(c[:, 1] / w)
+        flat = lab.ravel()
+        area = np.bincount(flat, minlength=k + 1)[1:]
+        return (k, area, np.bincount(flat, weights=yy.ravel(), minlength=k + 1)[1:] / np.maximum(area, 1) / h,
+                np.bincount(flat, weights=xx.ravel(), minlength=k + 1)[1:] / np.maximum(area, 1) / w)
+
+    with ThreadPoolExecutor() as pool:
+        per_mask = list(pool.map(objects_of, m))
+    objects = [p[0] for p in per_mask]
+    areas, cy, cx = ([p[i] for p in per_mask if p[0]] for i in (1, 2, 3))
     areas_a = np.concatenate(areas) if areas else np.zeros(0)
     b = boundary_map(m) & m
     fg_total = m.sum()
