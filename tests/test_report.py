@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -95,3 +96,34 @@ def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_s
     meta = json.loads((runs / "exports" / study / "study.json").read_text())
     attached = {a.path for a in MlflowClient(meta["tracking_uri"]).list_artifacts(meta["parent_run_id"], "report")}
     assert "report/report.html" in attached and "report/charts" in attached
+
+
+@pytest.mark.slow
+def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_path, ray_session, browser,
+                                                                           artifacts_dir):
+    """The findings study end to end at a tiny size: E2 curves paired with the matching E3 trial, the training-free
+    fingerprint at the trials' resolution (not another one), seed intervals in the findings page."""
+    from diffseg.report.findings_doc import main as doc_main
+
+    runs = tmp_path / "runs"
+    assert study_main(["--study", "findings", "--budget", "smoke", "--out", str(runs), "--seed", "0", "--seed", "1",
+                       *SHRINK]) == 0
+    cond = pd.read_parquet(runs / "exports" / "findings" / "conditioning.parquet")
+    trials = pd.read_parquet(runs / "exports" / "findings" / "trials.parquet").set_index("trial_id")
+    assert set(cond.partner) == {"e3"} and cond.e2_trial_id.nunique() == 2
+    for pair in cond[["e2_trial_id", "partner_trial_id"]].drop_duplicates().itertuples():
+        e2, e3 = trials.loc[pair.e2_trial_id], trials.loc[pair.partner_trial_id]
+        assert (e2.experiment, e3.experiment) == ("e2", "e3") and e2.seed == e3.seed
+    assert report_main(["--study", "findings", "--runs", str(runs), "--no-mlflow"]) == 0
+    fps = [json.loads(p.read_text()) for p in (runs / "fingerprints").glob("*/fingerprint.json")]
+    assert fps and {fp["resolution"] for fp in fps} == {32} and {fp["split"]["used"] for fp in fps} == {"train+val"}
+    shots = artifacts_dir / "report_screenshots" / "findings"
+    shutil.rmtree(shots, ignore_errors=True)
+    r = _check_in_browser(browser, runs / "reports" / "findings" / "report.html", shots)
+    assert r["errors"] == [] and r["severe"] == [] and r["expected"] == r["drawn"], r
+    assert {"fingerprints", "conditioning", "calibration"} <= set(r["sections"])
+    assert doc_main(["--runs", str(runs), "--out", str(tmp_path / "doc")]) == 0
+    text = (tmp_path / "doc" / "findings.md").read_text()
+    assert "(n=2)" in text and "(b) mask error with the image" in text and "(c) fingerprints" in text
+    assert "weighting_schedules\n\n_not run" in text
+    assert list((tmp_path / "doc").glob("findings_training_loss_over_t.png"))

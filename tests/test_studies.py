@@ -147,7 +147,9 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
     assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
     assert "cfg.diffusion.weighting" in trials.columns and trials.dataset_hash.notna().all()
     curves = pd.read_parquet(exports / "curves.parquet")
-    assert {"mask_error", "train_loss"} <= set(curves.kind) and str(curves.t.dtype) == "int32"
+    assert {"mask_error", "train_loss"} <= set(curves.kind) and str(curves.t.dtype) == "float64"
+    cond = pd.read_parquet(exports / "conditioning.parquet")  # no E3 trial to pair with: empty, typed
+    assert cond.empty and str(cond.with_image.dtype) == "float64"
     assert len(pd.read_parquet(exports / "history.parquet")) == 6
     assert len(pd.read_parquet(exports / "images.parquet")) == 9
     shutil.copytree(exports, artifacts_dir / "e2e_exports", dirs_exist_ok=True)

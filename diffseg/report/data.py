@@ -67,7 +67,7 @@ def trial_config(row: pd.Series) -> TrialConfig:
     """The TrialConfig of an exported trial row, rebuilt from its ``cfg.*`` columns."""
     flat = {}
     for key, value in row.items():
-        if not key.startswith("cfg.") or value is None or (np.isscalar(value) and pd.isna(value)):
+        if not key.startswith("cfg.") or value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
             continue
         if isinstance(value, str) and value[:1] in "[{":
             value = json.loads(value)

@@ -35,7 +35,7 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
             continue
         loaded += 1
         m = d.meta
-        parts.append(f"## {study}\n\nbudget `{m.get('budget')}`, git `{(m.get('git_commit') or '')[:10]}`, "
+        parts.append(f"## {study}\n\nbudget `{m.get('budget')}`, git `{m.get('git_commit')}`, "
                      f"{m.get('trials')} trials ({int(d.ok_trials().shape[0])} ok), hardware {m.get('hardware')}, "
                      f"datasets {', '.join(f'{k} ({v[:12]})' for k, v in sorted(m.get('datasets', {}).items()))}\n")
         tables = {"(a) training loss over t: segmentation vs generation": findings.loss_shape(d),

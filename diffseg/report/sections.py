@@ -107,6 +107,7 @@ def fingerprints(d: StudyData) -> Section | None:
                                   "value": fp["training_free"]["error"], "curve": "training-free"})
                     for ds, fp in d.fingerprints.items()])
     archs = sorted(e3.architecture.dropna().unique()) if not e3.empty else []
+    archs = archs if len(archs) > 1 else []  # one architecture: its curve is the mean
     palette = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2"]
     colour = alt.Color("curve:N", title=None, scale=alt.Scale(
         domain=[*archs, "trained E3, mean of architectures", "training-free"],
@@ -118,7 +119,7 @@ def fingerprints(d: StudyData) -> Section | None:
         per_arch["curve"] = per_arch.architecture
         mean = per_arch.groupby(["dataset", "t"], as_index=False).value.mean()
         mean["curve"] = "trained E3, mean of architectures"
-        if len(archs) > 1:
+        if archs:
             layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
                 x=alt.X("t:Q", title="diffusion step t"), y=y, color=colour))
         layers.append(alt.Chart(mean).mark_line(strokeWidth=3).encode(
@@ -149,7 +150,7 @@ def fingerprints(d: StudyData) -> Section | None:
     if not e3.empty:
         tables.append(_table(agree))
         text += (" Trained E3 mask-prediction error, normalised the same way: mean over architectures (red)"
-                 + (", each architecture dotted" if len(archs) > 1 else "") + ". The agreement table gives the t "
+                 + (", each architecture dotted" if archs else "") + ". The agreement table gives the t "
                  "where each curve crosses 0.05 / 0.5 / 0.95 and their mean absolute difference, mean and 95 % "
                  "interval over seeds.")
     return Section("fingerprints", "Dataset fingerprints (Fig. 4)", text, tables=tables, charts=charts)

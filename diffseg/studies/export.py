@@ -58,6 +58,11 @@ def _result(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
 
 
+def _missing(v: Any) -> bool:
+    """None or a float NaN (what pandas puts in an object column for a missing value): exported as null."""
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def _typed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """Config columns with one type each: numbers as float64 (ints kept), bools, everything else JSON text."""
     for col in [c for c in df.columns if c.startswith(prefix)]:
@@ -67,7 +72,7 @@ def _typed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
         elif vals.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all() and len(vals):
             df[col] = pd.to_numeric(df[col])
         else:
-            df[col] = df[col].map(lambda v: None if v is None else (v if isinstance(v, str) else json.dumps(v)))
+            df[col] = df[col].map(lambda v: None if _missing(v) else (v if isinstance(v, str) else json.dumps(v)))
             df[col] = df[col].astype("string")
     return df
 
