@@ -190,3 +190,23 @@ def training_free_baseline(d) -> pd.DataFrame:
                          "beats the baseline": ("yes (lower 95 % bound above it)" if n > 1 and lo > base else
                                                 "no" if n > 1 else "one seed: no verdict")})
     return pd.DataFrame(rows)
+
+
+def fingerprint_order(agreement: pd.DataFrame) -> str:
+    """The datasets ordered by t_half, training-free and trained (mean over seeds), as one sentence."""
+    if agreement.empty:
+        return ""
+
+    def mean_of(text: str) -> float:
+        try:
+            return float(str(text).split()[0])
+        except ValueError:
+            return np.nan
+
+    tf = agreement.sort_values("t_half training-free")
+    line = "t_half order, training-free: " + " < ".join(
+        f"{ds} ({t})" for ds, t in zip(tf.dataset, tf["t_half training-free"], strict=True))
+    tr = agreement.assign(m=agreement["t_half trained E3"].map(mean_of)).dropna(subset=["m"]).sort_values("m")
+    if not tr.empty:
+        line += "; trained E3: " + " < ".join(f"{r.dataset} ({r.m:.0f})" for r in tr.itertuples())
+    return line + "."

@@ -49,6 +49,8 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
         for title, df in tables.items():
             if not df.empty:
                 parts.append(f"### {title}\n\n{_md(df)}\n")
+                if title.startswith("(c)"):
+                    parts.append(findings.fingerprint_order(df) + "\n")
         for section in build_sections(d):
             for name, chart in section.charts:
                 if name.startswith(FIGURES):
