@@ -19,8 +19,8 @@ from tests.conftest import bin_path as _bin
 from tests.conftest import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["architectures", "final_noise_levels", "fingerprints", "noise_schedules", "segmentation_vs_generation",
-           "weighting_schedules"]
+STUDIES = ["architectures", "conditioning", "final_noise_levels", "findings", "fingerprints", "noise_schedules",
+           "segmentation_vs_generation", "weighting_schedules"]
 TINY_BUDGET = ("{train.steps: 6, train.val_every: 3, eval.test_max_images: 3, eval.curve_points: 4, "
                "eval.curve_max_images: 3, eval.ensemble: 2, eval.steps: 2, eval.val_steps: 2, eval.val_max_images: 3}")
 
