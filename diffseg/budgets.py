@@ -1,7 +1,8 @@
 """Budgets: the scale a study runs at. ``smoke`` is minutes on a 2-core CPU; ``cpu`` the findings reproduction on
 the real sample sets (the smoke model at 600 steps, about 5 minutes a trial on one core, the paper's ensemble
 sizes); ``small`` an hour on a CPU or one GPU; ``paper`` the published settings on GPUs (256 px, guided-diffusion
-widths, T = 1000, full DDPM sampling with ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2). Each budget is a
+widths, T = 1000, full DDPM sampling with ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2, SegFormer-B3 as
+the paper; ``model.segformer_pretrained`` points at local weights). Each budget is a
 dotted-key overlay on TrialConfig, applied per dataset (``budget_overlay(budget, dataset)``).
 smoke, cpu and small sample with respaced ancestral DDPM (DDIM eta = 1): with few steps, eta = 0 leaves the
 members' background far from -1 and inflates ECE (measured: ECE 0.24 vs 0.16 at equal IoU on synthetic-blob)."""
@@ -36,7 +37,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {
         "data.resolution": 256, "diffusion.T": 1000,
         "model.base_channels": 128, "model.channel_mult": [1, 1, 2, 2, 4, 4], "model.num_res_blocks": 2,
-        "model.attn_levels": 2, "model.heads": 1, "model.rrdb_blocks": 12,
+        "model.attn_levels": 2, "model.heads": 1, "model.rrdb_blocks": 12, "model.segformer_variant": "b3",
         "train.steps": 60000, "train.batch_size": 8, "train.lr": 1e-4, "train.val_every": 5000,
         "train.ema_decay": 0.9999, "train.bf16": True, "train.channels_last": True,
         "eval.ensemble": 10, "eval.sampler": "ddpm", "eval.steps": 1000, "eval.val_steps": 50,

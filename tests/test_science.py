@@ -128,3 +128,14 @@ def test_conditioning_pairs_match_e2_with_the_e3_of_the_same_settings_only():
     pairs = conditioning_pairs(trials, curves)
     assert set(pairs.partner_trial_id) == {"b"} and set(pairs.partner) == {"e3"} and len(pairs) == 3
     assert np.allclose(pairs.without_image - pairs.with_image, 0.4)
+
+
+def test_paper_budget_uses_segformer_b3_and_the_table1_labels_say_what_ran(tmp_path):
+    plan = build_plan(load_spec("architectures"), "paper", ["monuseg"], [0], tmp_path, tmp_path / "c")
+    seg = next(p for p in plan if p.config["model.architecture"] == "segformer")
+    assert seg.config["model.segformer_variant"] == "b3" and seg.config["eval.ensemble"] == 25
+    from diffseg.report.sections import _arch_label
+
+    t = pd.DataFrame({"architecture": ["segformer", "nnunet"], "cfg.model.segformer_variant": ["b3", "b0"]})
+    assert _arch_label(t, "segformer") == "SegFormer-B3"
+    assert "PlainConvUNet" in _arch_label(t, "nnunet") and "not the nnU-Net pipeline" in _arch_label(t, "nnunet")
