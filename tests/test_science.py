@@ -139,3 +139,22 @@ def test_paper_budget_uses_segformer_b3_and_the_table1_labels_say_what_ran(tmp_p
     t = pd.DataFrame({"architecture": ["segformer", "nnunet"], "cfg.model.segformer_variant": ["b3", "b0"]})
     assert _arch_label(t, "segformer") == "SegFormer-B3"
     assert "PlainConvUNet" in _arch_label(t, "nnunet") and "not the nnU-Net pipeline" in _arch_label(t, "nnunet")
+
+
+def test_trials_keep_an_explicit_cpu_device_on_a_gpu_machine(monkeypatch, tmp_path):
+    from diffseg.studies.trainable import StudyContext, trial_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ctx = StudyContext("s", "smoke", str(tmp_path), "sqlite://", "0", "p", "val_iou", 1, {})
+    point = {"config": {**TINY, "train.device": "cpu"}}
+    assert trial_config({"point": point}, ctx, tmp_path, point).train.device == "cpu"
+
+
+def test_fingerprints_follow_the_trials_preprocessing(tmp_path):
+    spec = load_spec("weighting_schedules")
+    paths = {}
+    for resize in ("area", "nearest"):
+        plan = build_plan(spec, "smoke", ["synthetic-blob"], [0], tmp_path, tmp_path / "c",
+                          overrides={"data.mask_resize": resize})
+        paths[resize] = {p.fingerprint for p in plan if p.fingerprint}
+    assert len(paths["area"]) == len(paths["nearest"]) == 1 and paths["area"] != paths["nearest"]
