@@ -125,5 +125,5 @@ def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_
     assert doc_main(["--runs", str(runs), "--out", str(tmp_path / "doc")]) == 0
     text = (tmp_path / "doc" / "findings.md").read_text()
     assert "(n=2)" in text and "(b) mask error with the image" in text and "(c) fingerprints" in text
-    assert "weighting_schedules\n\n_not run" in text
+    assert "## weighting_schedules\n\n_not run" in text
     assert list((tmp_path / "doc").glob("findings_training_loss_over_t.png"))

@@ -1,7 +1,7 @@
 """``python -m diffseg.report.findings_doc --runs DIR --out docs/findings``: the findings of the paper as a
 Markdown page (tables with seeds and 95 % intervals, verdicts) plus small PNG figures, from the Parquet exports
-of the ``findings``, ``weighting_schedules`` and ``final_noise_levels`` studies in one runs folder (a missing
-study is noted, not invented). Exit 0, or 2 when none of the studies has exports."""
+of the ``findings``, ``fingerprints``, ``weighting_schedules`` and ``final_noise_levels`` studies in one runs
+folder (a missing study is noted, not invented). Exit 0, or 2 when none of the studies has exports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from . import findings
 from .data import NoExports, load_study
 from .sections import build_sections
 
-STUDIES = ("findings", "weighting_schedules", "final_noise_levels")
+STUDIES = ("findings", "fingerprints", "weighting_schedules", "final_noise_levels")
 FIGURES = ("training_loss_over_t", "conditioned_vs_unconditioned", "ece_vs_ensemble_size", "fingerprint_")
 
 
@@ -40,7 +40,9 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                      f"datasets {', '.join(f'{k} ({v[:12]})' for k, v in sorted(m.get('datasets', {}).items()))}\n")
         tables = {"(a) training loss over t: segmentation vs generation": findings.loss_shape(d),
                   "(b) mask error with the image (E2) vs without (matching E3)": findings.conditioning_gap(d),
-                  "(c) fingerprints: training-free vs trained E3": findings.fingerprint_agreement(d)
+                  "(c) fingerprints: training-free vs trained E3" + (
+                      " (x0 target; n = architectures x seeds)" if study == "fingerprints" else
+                      " (eps target, as E2; n = seeds)"): findings.fingerprint_agreement(d)
                   if (d.ok_trials().experiment == "e3").any() else pd.DataFrame(),
                   "(d) calibration: feed-forward (E1) vs diffusion (E2)": findings.calibration(d),
                   "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),

@@ -112,7 +112,7 @@ def fingerprints(d: StudyData) -> Section | None:
     colour = alt.Color("curve:N", title=None, scale=alt.Scale(
         domain=[*archs, "trained E3, mean of architectures", "training-free"],
         range=[*(palette[i % len(palette)] for i in range(len(archs))), "#e45756", "black"]))
-    y = alt.Y("value:Q", title="mask error / prior error 4π(1-π)")
+    y = alt.Y("value:Q", title="mask error / prior error 4π(1-π)", scale=alt.Scale(domain=[0, 3], clamp=True))
     layers = []
     if not e3.empty:
         per_arch = e3.groupby(["dataset", "architecture", "t"], as_index=False).value.mean()
@@ -152,7 +152,8 @@ def fingerprints(d: StudyData) -> Section | None:
         text += (" Trained E3 mask-prediction error, normalised the same way: mean over architectures (red)"
                  + (", each architecture dotted" if archs else "") + ". The agreement table gives the t "
                  "where each curve crosses 0.05 / 0.5 / 0.95 and their mean absolute difference, mean and 95 % "
-                 "interval over seeds.")
+                 "interval over seeds. The axis stops at 3: an eps-target model's x0 estimate (x_t - s eps) / a "
+                 "amplifies its eps error by s / a near t = T, so its error can exceed the prior's many times.")
     return Section("fingerprints", "Dataset fingerprints (Fig. 4)", text, tables=tables, charts=charts)
 
 
