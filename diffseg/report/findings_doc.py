@@ -47,7 +47,7 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                   "(d) calibration: feed-forward (E1) vs diffusion (E2)": findings.calibration(d),
                   "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),
                   "(e) arm ranks (by validation; test IoU beside)": findings.arm_ranks(d)
-                  if d.ok_trials().arm.nunique() > 1 and study != "findings" else pd.DataFrame()}
+                  if d.ok_trials().arm.nunique() > 1 and study not in ("findings", "fingerprints") else pd.DataFrame()}
         for title, df in tables.items():
             if not df.empty:
                 parts.append(f"### {title}\n\n{_md(df)}\n")
