@@ -17,7 +17,14 @@ from pathlib import Path
 from ..data import DatasetError, PrepConfig
 from ..data.registry import dataset_names
 from ..diffusion import SCHEDULES
-from .core import FingerprintSpec, SplitSpec, compute_fingerprint, load_or_compute, save_fingerprint
+from .core import (
+    FingerprintSpec,
+    SplitSpec,
+    compute_fingerprint,
+    fingerprint_path,
+    load_or_compute,
+    save_fingerprint,
+)
 from .plot import save_plot
 from .trained import load_trained_curve
 
@@ -52,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = FingerprintSpec(args.dataset, PrepConfig(args.resolution), args.schedule, args.T,
                                dict(args.schedule_param), SplitSpec(args.split_seed, args.val_fraction,
                                                                     args.test_fraction))
-        fp, path = load_or_compute(Path(args.out), spec, args.data_root, write=False)
         if args.trained:
             trained = load_trained_curve(Path(args.trained), args.dataset, args.resolution, args.schedule, args.T)
             fp = compute_fingerprint(spec, args.data_root, trained=trained)
+            path = fingerprint_path(Path(args.out), spec, fp["dataset_hash"])
+        else:
+            fp, path = load_or_compute(Path(args.out), spec, args.data_root, write=False)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from ..data import PrepConfig, load_dataset
 from ..data.cache import atomic_write_text, digest, safe_name
 from ..diffusion import Schedule, make_schedule, make_weighting
 from .derive import LOST, RECOVERED, crossing_t, derive, first_at_least
-from .information import mask_error_curve, pooled_snr_for_error, pooling_area_histogram
+from .information import mask_error_curve, pooled_snr_for_error, pooling_area_histogram, prior_error
 from .stats import mask_statistics
 
 SCHEMA = "diffseg.fingerprint/2"
@@ -95,7 +95,7 @@ def trained_agreement(training_free: list[float], t: list[int], error: list[floa
     not reached by t = T), their absolute differences, and the mean absolute difference of the two normalised
     curves at the trained steps. No correlation: two monotone curves always correlate."""
     tt = np.asarray(t, dtype=int)
-    norm = np.asarray(error, dtype=np.float64) / (4 * prior * (1 - prior))
+    norm = np.asarray(error, dtype=np.float64) / prior_error(prior)
     tf = np.asarray(training_free, dtype=np.float64)
     out: dict[str, Any] = {"t": tt.tolist(), "error": list(map(float, error)), "normalised": norm.tolist(),
                            "mean_abs_diff": float(np.mean(np.abs(tf[tt] - norm))) if len(tt) else None}
@@ -110,7 +110,10 @@ def compute_fingerprint(spec: FingerprintSpec, data_root=None, cache_dir=None,
                         trained: dict | None = None) -> dict[str, Any]:
     """Fingerprint of the train + val masks of a dataset (registry name, ``masks:PATH`` or ``folder:PATH``).
     ``trained``: {"t": [...], "error": [...], "source": "..."} from an E3 study, merged with its agreement."""
-    ds = load_dataset(spec.dataset, spec.prep, data_root, cache_dir)
+    return _compute(spec, load_dataset(spec.dataset, spec.prep, data_root, cache_dir), trained)
+
+
+def _compute(spec: FingerprintSpec, ds, trained: dict | None) -> dict[str, Any]:
     sp = spec.split
     splits = ds.splits(sp.split_seed, sp.val_fraction, sp.test_fraction)
     idx = np.sort(np.concatenate([splits["train"], splits["val"]]))
@@ -142,7 +145,7 @@ def load_or_compute(root: Path, spec: FingerprintSpec, data_root=None, cache_dir
     path = fingerprint_path(root, spec, ds.dataset_hash)
     if path.exists():
         return load_fingerprint(path), path
-    fp = compute_fingerprint(spec, data_root, cache_dir)
+    fp = _compute(spec, ds, None)
     if write:
         save_fingerprint(fp, path)
     return fp, path

@@ -1,6 +1,6 @@
 """Segmentation, calibration, sample-set and uncertainty metrics, batched in torch."""
 
-from .baselines import blur_otsu
+from .baselines import blur_otsu, blur_otsu_iou
 from .calibration import adaptive_ece, brier, ece, nll, reliability_table
 from .intervals import fmt_ci, mean_ci
 from .overlap import dice, iou
@@ -11,6 +11,7 @@ __all__ = [
     "adaptive_ece",
     "auroc",
     "blur_otsu",
+    "blur_otsu_iou",
     "brier",
     "dice",
     "ece",

@@ -15,3 +15,13 @@ def blur_otsu(image: np.ndarray, sigma_fraction: float = 0.02) -> np.ndarray:
     if np.ptp(grey) == 0:
         return np.zeros(grey.shape, bool)
     return grey < threshold_otsu(grey)
+
+
+def blur_otsu_iou(images, masks) -> list[float]:
+    """IoU of ``blur_otsu`` against each mask (images (N, H, W, 3) uint8, masks (N, H, W)); empty vs empty = 1."""
+    out = []
+    for image, mask in zip(images, masks, strict=True):
+        p, g = blur_otsu(image), np.asarray(mask) > 0
+        union = (p | g).sum()
+        out.append(float((p & g).sum() / union) if union else 1.0)
+    return out

@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from ..experiments.train import SELECTION
 from ..fingerprint import prior_error, trained_agreement
 from ..metrics import fmt_ci, mean_ci
 
+SELECTION_MODE = dict(SELECTION.values())  # selection metric -> "max" | "min", as the trials select
 RISE, MONOTONE_RHO, SMALL_T, CLOSE_GAP, SPLIT_T = 1.5, -0.9, 50, 0.1, 400
 
 
@@ -154,7 +156,7 @@ def arm_ranks(d) -> pd.DataFrame:
     for (ds, metric), grp in t.groupby(["dataset", "selection_metric"]):
         grp = grp.assign(test_iou=grp["test_iou"] if "test_iou" in grp else np.nan)
         agg = grp.groupby("arm").agg(val=("best_val", "mean"), n=("best_val", "size"), test_iou=("test_iou", "mean"))
-        agg = agg.sort_values("val", ascending=metric.endswith("error"))
+        agg = agg.sort_values("val", ascending=SELECTION_MODE[metric] == "min")
         for rank, (arm, r) in enumerate(agg.iterrows(), 1):
             rows.append({"dataset": ds, "arm": arm, "selection metric": metric, "rank (validation)": rank,
                          "of": len(agg), "mean validation": round(r.val, 4), "mean test IoU": round(r.test_iou, 4),
@@ -166,7 +168,7 @@ def training_free_baseline(d) -> pd.DataFrame:
     """Blur + Otsu (``metrics.blur_otsu``) on exactly the test images the trials were evaluated on, beside the
     trials' test IoU per experiment and architecture: a learned model must beat it to show it learned anything."""
     from ..data import load_dataset
-    from ..metrics import blur_otsu
+    from ..metrics import blur_otsu_iou
     from .data import trial_config
 
     t = d.ok_trials()
@@ -177,12 +179,7 @@ def training_free_baseline(d) -> pd.DataFrame:
         data = load_dataset(ds, cfg.data.prep(), cfg.data.data_root, d.runs / "cache")
         idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
         idx = idx[: cfg.eval.test_max_images] if cfg.eval.test_max_images else idx
-        ious = []
-        for i in idx:
-            p, g = blur_otsu(data.images[i]), data.masks[i] > 0
-            union = (p | g).sum()
-            ious.append(float((p & g).sum() / union) if union else 1.0)
-        base = float(np.mean(ious))
+        base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))
         for (arch, exp), trials in grp.groupby(["architecture", "experiment"]):
             _, lo, _, n = mean_ci(trials.test_iou)
             rows.append({"dataset": ds, "test images": len(idx), "blur + Otsu IoU": round(base, 3),

@@ -10,6 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
 
@@ -95,7 +96,7 @@ def _normalised_e3(d: StudyData) -> pd.DataFrame:
     prior = {ds: fp["training_free"]["prior_fg"] for ds, fp in d.fingerprints.items()}
     c["prior"] = pd.to_numeric(c.dataset.astype(object).map(prior), errors="coerce").astype(float)
     c = c.dropna(subset=["prior"])
-    c["value"] = c.value / (4 * c.prior * (1 - c.prior))
+    c["value"] = c.value / prior_error(c.prior)
     return c
 
 
@@ -230,7 +231,7 @@ def comparison(d: StudyData) -> Section | None:
         sel = grp.groupby(["dataset", "arm"], as_index=False).agg(
             best_val=("best_val", "mean"), n=("best_val", "size"),
             **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in grp})
-        pick = sel.groupby("dataset").best_val.idxmin() if metric.endswith("error") else \
+        pick = sel.groupby("dataset").best_val.idxmin() if findings.SELECTION_MODE[metric] == "min" else \
             sel.groupby("dataset").best_val.idxmax()
         tables.append(_table(sel.loc[pick].assign(selection_metric=metric).round(4)))
     ranks = findings.arm_ranks(d)
