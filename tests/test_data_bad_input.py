@@ -144,3 +144,19 @@ def test_isic_2017_2018_layouts_with_official_parts(tmp_path, year):
     assert len(ds) == 6 and sorted(set(ds.official_splits)) == ["test", "train", "val"]
     sp = ds.splits()
     assert [len(sp[k]) for k in ("train", "val", "test")] == [2, 2, 2]
+
+
+def test_check_lists_every_problem_in_one_pass(tmp_path, capsys):
+    """A missing mask does not hide a truncated image beside it (nor a mask of the wrong size)."""
+    root = tmp_path / "ds"
+    for stem in ("a", "b", "c", "d"):
+        _pair(root, stem)
+    (root / "masks" / "a.png").unlink()
+    truncated = root / "images" / "b.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    _pair(root, "c", mask_size=(20, 30))
+    assert data_main(["check", "--dataset", f"folder:{root}", "--json"]) == 2
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    text = "\n".join(problems)
+    assert len(problems) == 3, problems
+    assert "has no mask" in text and str(truncated) in text and "differs from image" in text

@@ -27,7 +27,7 @@ def test_config_from_flat_and_nested_and_errors():
     assert TrialConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"unknown config\.train key\(s\) \['stepz'\]"):
         TrialConfig.from_dict({"train": {"stepz": 3}})
-    with pytest.raises(ValueError, match=r"diffusion\.weighting='minsnr' is not allowed; allowed"):
+    with pytest.raises(ValueError, match=r"diffusion\.weighting='minsnr' is not allowed; did you mean 'min_snr'"):
         cfg(**{"diffusion.weighting": "minsnr"}).validate()
     with pytest.raises(ValueError, match="feed-forward reference"):
         cfg(**{"model.architecture": "nnunet", "experiment": "e2"}).validate()
@@ -54,8 +54,8 @@ def test_each_mode_learns_a_few_steps(experiment, extra):
 @pytest.mark.parametrize("arch", ["nnunet", "segformer"])
 def test_references_train_in_e1(arch):
     r = train_trial(cfg(experiment="e1", **{"model.architecture": arch, "train.steps": 5}))
-    assert r["status"] == "ok" and 0 <= r["metrics"]["test_iou"] <= 1
-    assert len(r["per_image"]) == 6 and r["curves"] == []  # no diffusion curves for feed-forward training
+    assert r.status == "ok" and 0 <= r.metrics["test_iou"] <= 1
+    assert len(r.per_image) == 6 and r.curves == []  # no diffusion curves for feed-forward training
 
 
 def test_result_contents_and_report_callback(tmp_path):
@@ -63,27 +63,27 @@ def test_result_contents_and_report_callback(tmp_path):
     r = train_trial(cfg(**{"train.steps": 10, "output_dir": str(tmp_path)}),
                     report=lambda m, ckpt: seen.append((m, ckpt)))
     assert [m["step"] for m, _ in seen] == [5, 10] and (tmp_path / "checkpoint" / "state.pt").exists()
-    assert r["history"] == [m for m, _ in seen]
-    m = r["metrics"]
+    assert r.history == [m for m, _ in seen]
+    m = r.metrics
     for key in ("test_iou", "test_dice", "test_ece", "test_ece_pooled", "test_brier", "test_nll", "test_ged",
                 "test_hm_iou"):
         assert math.isfinite(m[key]), key
-    kinds = {(c["kind"], c["conditioned"]) for c in r["curves"]}
+    kinds = {(c.kind, c.conditioned) for c in r.curves}
     # no image-nulled curve from a model that never saw a null image (the E3 partner measures that)
     assert kinds == {("mask_error", True), ("train_loss", True), ("train_loss_weighted", True)}
     assert {f"test_ece_n{n}" for n in (1, 2)} <= set(m) and m["test_ece_n2"] == m["test_ece"]
-    assert r["selection"] == "best_val"
-    assert len(r["per_image"]) == 6 and len(r["reliability"]) == 10
-    assert (tmp_path / "gallery.png").exists() and r["artifacts"]["gallery"] == str(tmp_path / "gallery.png")
-    json.dumps(r)  # the whole result is JSON-serialisable
+    assert r.selection == "best_val"
+    assert len(r.per_image) == 6 and len(r.reliability) == 10
+    assert (tmp_path / "gallery.png").exists() and r.artifacts["gallery"] == str(tmp_path / "gallery.png")
+    json.dumps(r.to_dict())  # the whole result is JSON-serialisable
 
 
 def test_same_seed_same_metrics_and_other_seed_differs():
     a = train_trial(cfg(**{"train.steps": 6}))
     b = train_trial(cfg(**{"train.steps": 6}))
     c = train_trial(cfg(**{"train.steps": 6, "seed": 1}))
-    assert a["metrics"] == b["metrics"] and a["curves"] == b["curves"]
-    assert a["metrics"] != c["metrics"]
+    assert a.metrics == b.metrics and a.curves == b.curves
+    assert a.metrics != c.metrics
 
 
 class _Crash(RuntimeError):
@@ -103,7 +103,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     with pytest.raises(_Crash):
         train_trial(interrupted, report=crash)
     resumed = train_trial(interrupted, resume_from=tmp_path / "part" / "checkpoint")
-    assert resumed["metrics"] == full["metrics"] and resumed["history"] == full["history"]
+    assert resumed.metrics == full.metrics and resumed.history == full.history
     a = torch.load(tmp_path / "full" / "checkpoint" / "state.pt", weights_only=False)
     b = torch.load(tmp_path / "part" / "checkpoint" / "state.pt", weights_only=False)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -118,7 +118,7 @@ def test_nan_loss_ends_trial_with_status(monkeypatch):
 
     monkeypatch.setattr(trial.model, "forward", poisoned)
     r = trial.run()
-    assert r["status"] == "nan_loss" and r["step"] == 4 and r["metrics"] == {}
+    assert r.status == "nan_loss" and r.step == 4 and r.metrics == {}
 
 
 def test_masks_only_dataset_runs_e3_but_not_e2(tmp_path):
@@ -131,7 +131,7 @@ def test_masks_only_dataset_runs_e3_but_not_e2(tmp_path):
         Image.fromarray(m).save(tmp_path / f"{i}.png")
     r = train_trial(cfg(experiment="e3", **{"data.dataset": f"masks:{tmp_path}", "train.steps": 5,
                                             "diffusion.target": "x0", "diffusion.weighting": "x0_mse"}))
-    assert r["status"] == "ok" and len(r["curves"][0]["value"]) == 5
+    assert r.status == "ok" and len(r.curves[0].value) == 5
     with pytest.raises(ValueError, match="masks only"):
         train_trial(cfg(**{"data.dataset": f"masks:{tmp_path}", "train.steps": 5}))
 
@@ -176,8 +176,8 @@ def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
                    "eval.test_max_images": 32, "experiment": experiment,
                    "data.dataset": "synthetic-clusters", "model.architecture": "ensemdiff"}
         r = train_trial(TrialConfig.from_dict(overlay))
-        numbers[experiment] = {"test_iou": r["metrics"]["test_iou"], "test_ece": r["metrics"]["test_ece"],
-                               "train_time_s": r["train_time_s"], "steps": r["step"]}
+        numbers[experiment] = {"test_iou": r.metrics["test_iou"], "test_ece": r.metrics["test_ece"],
+                               "train_time_s": r.train_time_s, "steps": r.step}
     (artifacts_dir / "learning_check.json").write_text(json.dumps(numbers, indent=2))
     base = numbers["baseline_blur_otsu"]["synthetic-clusters"]
     assert base < 0.3, numbers
@@ -187,4 +187,28 @@ def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
 
 def test_bf16_autocast_path_runs_on_cpu():
     r = train_trial(cfg(**{"train.steps": 3, "train.bf16": True, "train.val_every": 3}))
-    assert r["status"] == "ok" and math.isfinite(r["metrics"]["test_iou"])
+    assert r.status == "ok" and math.isfinite(r.metrics["test_iou"])
+
+
+class _Payload:
+    """A pickle that runs code when loaded: touches a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_planted_pickle_and_runs_nothing(tmp_path):
+    from diffseg.experiments.train import UnsafeCheckpoint
+
+    ckpt = tmp_path / "planted" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"step": 1, "model": _Payload(marker)}, ckpt / "state.pt")
+    with pytest.raises(UnsafeCheckpoint, match="refused to load a checkpoint holding objects other than tensors"):
+        train_trial(cfg(**{"train.steps": 2, "output_dir": str(tmp_path / "trial")}), resume_from=ckpt)
+    assert not marker.exists(), "the payload ran"
+    torch.load(ckpt / "state.pt", weights_only=False)  # the same file does run code when loaded unsafely
+    assert marker.exists()

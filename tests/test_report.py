@@ -96,6 +96,25 @@ def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_s
     meta = json.loads((runs / "exports" / study / "study.json").read_text())
     attached = {a.path for a in MlflowClient(meta["tracking_uri"]).list_artifacts(meta["parent_run_id"], "report")}
     assert "report/report.html" in attached and "report/charts" in attached
+    if study == "weighting_schedules":
+        _hostile_labels_stay_text(runs, study, tmp_path, browser, artifacts_dir)
+
+
+HOSTILE = "</script><script>window.__pwned = 1; document.title = 'pwned'</script><img src=x onerror=window.__pwned=2>"
+
+
+def _hostile_labels_stay_text(runs, study, tmp_path, browser, artifacts_dir):
+    """Arm labels (any study text) cannot inject script: the page renders, no script of the label runs."""
+    exports = runs / "exports" / study
+    trials = pd.read_parquet(exports / "trials.parquet")
+    trials["arm"] = trials["arm"].map(lambda a: f"{a} {HOSTILE}")
+    trials.to_parquet(exports / "trials.parquet", index=False)
+    out = tmp_path / "hostile"
+    assert report_main(["--study", study, "--runs", str(runs), "--out", str(out), "--no-mlflow"]) == 0
+    r = _check_in_browser(browser, out / "report.html", artifacts_dir / "report_screenshots" / "hostile")
+    assert r["errors"] == [] and r["expected"] == r["drawn"] == r["rendered"] > 0, r
+    assert browser.execute_script("return window.__pwned === undefined") and browser.title != "pwned"
+    assert HOSTILE in browser.find_element("tag name", "body").text, "the label is shown as text"
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import torch
 
 from diffseg.diffusion import make_schedule, make_weighting, sample
 from diffseg.diffusion.loss import loss_weight_table
-from diffseg.experiments import Trial, TrialConfig, train_trial
+from diffseg.experiments import Trial, TrialConfig, build, train_trial
 from diffseg.experiments.train import loss_bin_edges
 from diffseg.studies.export import conditioning_pairs
 from diffseg.studies.plan import build_plan
@@ -38,7 +38,7 @@ def test_every_final_noise_arm_trains_the_last_step(tmp_path, budget):
     for p in plan:
         c = TrialConfig.from_dict(p.config)
         dc = c.diffusion
-        sched = make_schedule(dc.schedule, dc.T, **dc.schedule_kwargs(c.data.resolution))
+        sched = build.schedule(c)
         table = loss_weight_table(make_weighting(dc.weighting, **dc.weighting_params), sched, dc.target)
         assert float(table[-1] / table.mean()) > 1e-2, (p.label, float(table[-1]), float(table.mean()))
 
@@ -60,13 +60,13 @@ def test_loss_bins_resolve_small_t():
 def test_loss_curve_covers_the_last_quarter_with_log_bins():
     r = train_trial(cfg(**{"train.steps": 40, "train.val_every": 40}))
     assert TrialConfig().train.loss_curve_from == 0.75
-    loss = next(c for c in r["curves"] if c["kind"] == "train_loss")
-    assert sum(t < 20 for t in loss["t"]) >= 4 and all(np.diff(loss["t"]) > 0)
+    loss = next(c for c in r.curves if c.kind == "train_loss")
+    assert sum(t < 20 for t in loss.t) >= 4 and all(np.diff(loss.t) > 0)
 
 
 def test_retrain_evaluates_the_final_ema_and_refuses_early_stopping():
     r = train_trial(cfg(**{"data.retrain": True}))
-    assert r["selection"] == "final_ema" and r["best_step"] == r["step"] == 10
+    assert r.selection == "final_ema" and r.best_step == r.step == 10
     with pytest.raises(ValueError, match="early stopping"):
         cfg(**{"data.retrain": True, "train.patience": 2}).validate()
 
@@ -87,7 +87,7 @@ def test_condition_dropout_trains_with_null_images_and_gives_both_curves():
     assert 0 < int(dropped.sum()) < len(dropped)
     model.forward = orig
     r = train_trial(cfg(**{"train.cond_dropout": 0.5}))
-    assert {(c["kind"], c["conditioned"]) for c in r["curves"] if c["kind"] == "mask_error"} == {
+    assert {(c.kind, c.conditioned) for c in r.curves if c.kind == "mask_error"} == {
         ("mask_error", True), ("mask_error", False)}
     with pytest.raises(ValueError, match="e2 only"):
         cfg(experiment="e3", **{"train.cond_dropout": 0.2}).validate()
@@ -95,7 +95,7 @@ def test_condition_dropout_trains_with_null_images_and_gives_both_curves():
 
 def test_ece_is_reported_against_the_ensemble_size():
     r = train_trial(cfg())
-    m = r["metrics"]
+    m = r.metrics
     assert [k for k in m if k.startswith("test_ece_n")] == ["test_ece_n1", "test_ece_n2", "test_ece_n3",
                                                             "test_ece_n5"]
     assert m["test_ece_n5"] == pytest.approx(m["test_ece"]) and all(0 <= m[f"test_iou_n{n}"] <= 1 for n in (1, 5))
@@ -145,7 +145,7 @@ def test_trials_keep_an_explicit_cpu_device_on_a_gpu_machine(monkeypatch, tmp_pa
     from diffseg.studies.trainable import StudyContext, trial_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    ctx = StudyContext("s", "smoke", str(tmp_path), "sqlite://", "0", "p", "val_iou", 1, {})
+    ctx = StudyContext("s", "smoke", str(tmp_path), "sqlite://", "0", "p", 1, {})
     point = {"config": {**TINY, "train.device": "cpu"}}
     assert trial_config({"point": point}, ctx, tmp_path, point).train.device == "cpu"
 

@@ -36,8 +36,6 @@ experiment: e2
 fixed: {{model.architecture: ensemdiff, model.base_channels: 8, model.channel_mult: [1, 2], data.resolution: 32}}
 grid:
   weighting:{arms}
-metric: val_iou
-mode: max
 seeds: [0]
 datasets: {datasets}
 budgets:
@@ -58,13 +56,15 @@ def test_every_shipped_study_validates_for_every_budget():
     [
         ("description: x\nexperiment: e2\ndatasets: [synthetic-blob]\nbogus: 1\n", "unknown key(s) ['bogus']"),
         ("datasets: [synthetic-blob]\ngrid:\n  w:\n    - {diffusion.weighting: minsnr}\n",
-         "diffusion.weighting='minsnr' is not allowed; allowed: ['curve', 'debiased'"),
+         "diffusion.weighting='minsnr' is not allowed; did you mean 'min_snr' or 'soft_min_snr'?"),
         ("datasets: [synthetic-blob]\nfixed: {diffusion.schedul: linear}\n",
          "unknown config key(s) ['diffusion.schedul']"),
         ("datasets: [synthetic-blob]\nsearch:\n  train.lr: {type: loguniform, low: 0.1, high: 0.01}\n",
          "low (0.1) must be below high (0.01)"),
         ("datasets: [nope]\n", "unknown dataset 'nope'"),
-        ("datasets: [synthetic-blob]\nmetric: test_iou\n", "studies select on validation metrics only"),
+        ("datasets: [synthetic-blob]\nmetric: test_iou\n", "the selection metric and mode are set by each trial's"),
+        ("datasets: [synthetic-blob]\ngrid:\n  experiment: [e2, e3]\nscheduler: {type: asha}\n",
+         "ASHA and Optuna need one"),
     ],
 )
 def test_bad_study_files_exit_2_with_the_message(tmp_path, capsys, text, message):

@@ -14,7 +14,7 @@ from ..diffusion import make_schedule, make_timestep_sampler, make_weighting
 from ..diffusion.loss import loss_weight_table
 from ..experiments import TrialConfig
 from ..experiments.modes import MODES, DiffusionContext
-from ..models import ARCHITECTURES, build_model, count_params
+from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, build_model, count_params
 
 
 def matmul_flops(n: int = 1024, reps: int = 20) -> float:
@@ -30,7 +30,7 @@ def matmul_flops(n: int = 1024, reps: int = 20) -> float:
 def _trial_cfg(budget: str, arch: str) -> TrialConfig:
     overlay = {k: v for k, v in BUDGETS[budget].items() if k.startswith(("model.", "data.", "train.", "diffusion."))}
     return TrialConfig.from_dict({**overlay, "model.architecture": arch,
-                                  "experiment": "e1" if arch in ("nnunet", "segformer") else "e2"})
+                                  "experiment": "e1" if arch in REFERENCE_ARCHITECTURES else "e2"})
 
 
 def bench_model(cfg: TrialConfig, steps: int = 5) -> dict:

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from .errors import DatasetError
 from .io import ReadError
-from .prepare import PrepConfig, list_cases, load_case, load_dataset
+from .prepare import PrepConfig, load_case, load_dataset, scan_cases
 from .registry import get_spec
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -32,7 +32,8 @@ def mask_stats(mask: np.ndarray) -> tuple[float, int]:
 
 
 def check_dataset(name: str, data_root=None, resolution: int = 64) -> dict[str, Any]:
-    """Summary dict; raises DatasetError listing every problem found."""
+    """Summary dict; raises DatasetError listing every problem found in one pass (layout problems such as a
+    missing mask and unreadable files of the cases that do pair up)."""
     spec = get_spec(name, data_root)
     if spec.layout == "synthetic":
         ds = load_dataset(name, PrepConfig(resolution))
@@ -41,7 +42,7 @@ def check_dataset(name: str, data_root=None, resolution: int = 64) -> dict[str, 
                 "image_sizes": {f"{resolution}x{resolution}": len(ds)}, "mask_encoding": "generated",
                 "foreground_fraction": _stats(list(fg)), "objects_per_mask": _stats(list(objs)),
                 "empty_masks": int(sum(f == 0 for f in fg)), "dataset_hash": ds.dataset_hash}
-    cases = list_cases(spec)
+    cases, layout_problems = scan_cases(spec)
 
     def work(case):
         try:
@@ -53,7 +54,7 @@ def check_dataset(name: str, data_root=None, resolution: int = 64) -> dict[str, 
 
     with ThreadPoolExecutor() as pool:
         results = list(pool.map(work, cases))
-    problems = [err for _, err in results if err]
+    problems = layout_problems + [err for _, err in results if err]
     if problems:
         raise DatasetError(problems, name)
     rows = [r for r, _ in results]

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..io import atomic_dir, digest, locked, safe_name
 from . import readers
-from .cache import CACHE_VERSION, HashIndex, atomic_dir, default_cache_dir, digest, locked, safe_name
+from .cache import CACHE_VERSION, HashIndex, default_cache_dir
 from .errors import DatasetError
 from .io import ReadError, rasterise_polygons, read_image, read_mask, read_xml_polygons
 from .registry import DatasetSpec, get_spec
@@ -106,12 +107,17 @@ def resize_pair(image, mask, prep: PrepConfig):
     return img, m
 
 
-def list_cases(spec: DatasetSpec) -> list[readers.Case]:
-    """Cases of a file-based dataset; every layout problem raises one DatasetError naming the files."""
+def scan_cases(spec: DatasetSpec) -> tuple[list[readers.Case], list[str]]:
+    """(the cases that pair up, the layout problems naming the files), without raising on the problems."""
     try:
-        cases, problems = readers.READERS[spec.layout](spec.root)
+        return readers.READERS[spec.layout](spec.root)
     except FileNotFoundError as exc:
         raise DatasetError([str(exc)], spec.name) from None
+
+
+def list_cases(spec: DatasetSpec) -> list[readers.Case]:
+    """Cases of a file-based dataset; every layout problem raises one DatasetError naming the files."""
+    cases, problems = scan_cases(spec)
     if problems:
         raise DatasetError(problems, spec.name)
     return cases
@@ -163,9 +169,14 @@ def _load_cached(path: Path, name: str) -> PreparedDataset:
                            np.load(path / "masks.npy", mmap_mode="r"), meta["case_ids"], meta["official_splits"], path)
 
 
+_UNWRITTEN: dict[Path, tuple] = {}  # cache folder -> arrays prepared by a write=False call in this process
+
+
 def load_dataset(name: str, prep: PrepConfig | None = None, data_root: str | Path | None = None,
-                 cache_dir: str | Path | None = None) -> PreparedDataset:
-    """Resolve, validate, preprocess (or load from cache) a dataset at the study resolution."""
+                 cache_dir: str | Path | None = None, *, write: bool = True) -> PreparedDataset:
+    """Resolve, validate, preprocess (or load from cache) a dataset at the study resolution. ``write=False``
+    (a study's checks before anything is written) prepares a missing cache in memory only; a later call with
+    ``write=True`` in the same process writes those arrays instead of preparing them again."""
     prep = prep or PrepConfig()
     spec = get_spec(name, data_root)
     if spec.layout == "synthetic":
@@ -178,15 +189,20 @@ def load_dataset(name: str, prep: PrepConfig | None = None, data_root: str | Pat
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     index = HashIndex(cache_dir)
     dhash = dataset_hash(spec, cases, index)
-    index.save()
+    if write:
+        index.save()
     key = digest({"dataset": dhash, "prep": asdict(prep), "patch": spec.patch_size(), "version": CACHE_VERSION})[:16]
     safe = safe_name(name)
     final = cache_dir / f"{safe}-{key}"
     if (final / "meta.json").exists():
         return _load_cached(final, name)
+    if not write:
+        _UNWRITTEN[final] = _UNWRITTEN.get(final) or _build(spec, cases, prep)
+        images, masks, ids, splits = _UNWRITTEN[final]
+        return PreparedDataset(name, dhash, key, images, masks, ids, splits)
     with locked(cache_dir / ".locks" / f"{safe}-{key}.lock"):
         if not (final / "meta.json").exists():
-            images, masks, ids, splits = _build(spec, cases, prep)
+            images, masks, ids, splits = _UNWRITTEN.pop(final, None) or _build(spec, cases, prep)
             with atomic_dir(final) as tmp:
                 if images is not None:
                     np.save(tmp / "images.npy", images)

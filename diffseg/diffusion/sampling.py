@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..registry import Registry
 from .schedules import Schedule
 from .targets import bcast, to_eps, to_x0
 
@@ -91,12 +92,18 @@ def sample(
     return x.reshape(B, ensemble, *rest)
 
 
+SAMPLERS: Registry[Callable[..., Tensor]] = Registry("sampler")  # name -> fn(model, schedule, shape, **sample kw)
+
+
+@SAMPLERS.register("ddpm")
 def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
-    """Ancestral DDPM sampling (full T steps unless ``steps`` is given)."""
-    return sample(model, schedule, shape, eta=1.0, **kw)
+    """Ancestral DDPM sampling (eta = 1; full T steps unless ``steps`` is given, else respaced)."""
+    return sample(model, schedule, shape, **{**kw, "eta": 1.0})
 
 
+@SAMPLERS.register("ddim")
 def ddim_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
+    """DDIM with the given ``eta`` (0: deterministic)."""
     return sample(model, schedule, shape, **kw)
 
 

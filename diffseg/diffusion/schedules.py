@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..registry import Registry
+
 Tensor = torch.Tensor
 _F64 = torch.float64
 
@@ -68,6 +70,9 @@ class Schedule:
         }
 
 
+SCHEDULES: Registry[Callable[..., Tensor]] = Registry("schedule")  # name -> fn(T, **params) -> log-SNR per step
+
+
 def _logsnr_from_alphas_cumprod(ab: Tensor) -> Tensor:
     return torch.log(ab) - torch.log1p(-ab)
 
@@ -79,6 +84,7 @@ def _grid(T: int) -> Tensor:
 # --- base schedules: each returns lambda over T steps --------------------------------------------------------
 
 
+@SCHEDULES.register("linear")
 def linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """DDPM (Ho et al. 2020): beta_t = linspace(beta_start, beta_end, T) * 1000 / T (improved-diffusion's
     rescaling for T != 1000); alpha_bar = cumprod(1 - beta). T = 1000 gives SNR(T) ~ 4.0e-5 (lambda -10.1)."""
@@ -89,6 +95,7 @@ def linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     return _logsnr_from_alphas_cumprod(torch.cumprod(1.0 - betas, 0))
 
 
+@SCHEDULES.register("cosine")
 def cosine(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Nichol & Dhariwal 2021: f(u) = cos^2((u + s)/(1 + s) * pi/2), beta_t = min(1 - f(t/T)/f((t-1)/T), 0.999),
     alpha_bar = cumprod(1 - beta) (diffusers' "squaredcos_cap_v2"). T = 1000 gives SNR(T) ~ 2.4e-9."""
@@ -98,6 +105,7 @@ def cosine(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return _logsnr_from_alphas_cumprod(torch.cumprod(1.0 - betas, 0))
 
 
+@SCHEDULES.register("sigmoid")
 def sigmoid(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clip_min: float = 1e-9) -> Tensor:
     """Chen 2023 ("On the importance of noise scheduling", Alg. 1; pix2seq diffusion_utils):
     alpha_bar(u) = (sig(end/tau) - sig((u (end - start) + start)/tau)) / (sig(end/tau) - sig(start/tau)),
@@ -115,6 +123,7 @@ def _cosine_logsnr(u: Tensor, logsnr_min: float, logsnr_max: float) -> Tensor:
     return -2.0 * torch.log(torch.tan(t_min + u * (t_max - t_min)))
 
 
+@SCHEDULES.register("shifted_cosine")
 def shifted_cosine(
     T: int,
     size: int = 64,
@@ -137,6 +146,7 @@ def shifted_cosine(
     return torch.lerp(low, high, u)
 
 
+@SCHEDULES.register("laplace")
 def laplace(T: int, mu: float = 0.0, b: float = 0.5, logsnr_min: float = -20.0, logsnr_max: float = 20.0) -> Tensor:
     """Hang et al. 2024 ("Improved noise schedule for diffusion training"): lambda has a Laplace density
     p(lambda) = exp(-|lambda - mu|/b)/(2b), i.e. lambda(u) = mu - b sgn(0.5 - u) ln(1 - 2|u - 0.5|).
@@ -146,13 +156,6 @@ def laplace(T: int, mu: float = 0.0, b: float = 0.5, logsnr_min: float = -20.0, 
     return lam.clamp(min=logsnr_min, max=logsnr_max)
 
 
-SCHEDULES: dict[str, Callable[..., Tensor]] = {
-    "linear": linear,
-    "cosine": cosine,
-    "sigmoid": sigmoid,
-    "shifted_cosine": shifted_cosine,
-    "laplace": laplace,
-}
 MODIFIERS = ("input_scale", "logsnr_end", "zero_terminal_snr")
 
 
@@ -179,16 +182,11 @@ def rescale_terminal(log_snr: Tensor, logsnr_end: float) -> Tensor:
 def make_schedule(name: str, T: int, **params: Any) -> Schedule:
     """Build a registered schedule by name. Modifiers: ``input_scale`` (b > 0: lambda += 2 log b, the SNR of
     scaling x0 by b; Chen 2023), ``logsnr_end`` (terminal log-SNR) or ``zero_terminal_snr`` (Lin et al. 2023)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; allowed: {sorted(SCHEDULES)}")
+    SCHEDULES[name]
     if not isinstance(T, int) or T < 2:
         raise ValueError(f"schedule T must be an integer >= 2, got {T!r}")
     base_params = {k: v for k, v in params.items() if k not in MODIFIERS}
-    fn = SCHEDULES[name]
-    try:
-        log_snr = fn(T, **base_params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for schedule {name!r}: {exc}") from None
+    log_snr = SCHEDULES.build(name, T, **base_params)
     b = params.get("input_scale")
     if b is not None:
         if not b > 0:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..registry import Registry
 from .weighting import resample_curve
 
 Tensor = torch.Tensor
@@ -114,17 +115,11 @@ class LossSecondMomentSampler(TimestepSampler):
         self._counts = state["counts"].clone()
 
 
-TIMESTEP_SAMPLERS = {
-    "uniform": UniformSampler,
-    "importance": ImportanceSampler,
-    "loss_second_moment": LossSecondMomentSampler,
-}
+TIMESTEP_SAMPLERS: Registry[type[TimestepSampler]] = Registry("timestep sampler")  # name -> class(T, **params)
+TIMESTEP_SAMPLERS.register("uniform")(UniformSampler)
+TIMESTEP_SAMPLERS.register("importance")(ImportanceSampler)
+TIMESTEP_SAMPLERS.register("loss_second_moment")(LossSecondMomentSampler)
 
 
 def make_timestep_sampler(name: str, T: int, **params: Any) -> TimestepSampler:
-    if name not in TIMESTEP_SAMPLERS:
-        raise ValueError(f"unknown timestep sampler {name!r}; allowed: {sorted(TIMESTEP_SAMPLERS)}")
-    try:
-        return TIMESTEP_SAMPLERS[name](T, **params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for timestep sampler {name!r}: {exc}") from None
+    return TIMESTEP_SAMPLERS.build(name, T, **params)

@@ -10,12 +10,14 @@ schedule via ``table(schedule)`` (ELBO and tabulated curves need the schedule).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..registry import Registry
 from .schedules import Schedule
 
 Tensor = torch.Tensor
@@ -129,25 +131,33 @@ _SNR_WEIGHTINGS: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {
     "x0_mse": _x0_mse,
     "debiased": _debiased,
 }
-WEIGHTINGS = (*_SNR_WEIGHTINGS, "elbo", "curve")
+WEIGHTINGS: Registry[Callable[..., Weighting]] = Registry("weighting")  # name -> factory(**params) -> Weighting
+
+
+def _snr_factory(name: str, inner: Callable[..., Callable[[Tensor], Tensor]]) -> Callable[..., Weighting]:
+    @functools.wraps(inner)  # keeps the parameters' signature for the registry's check
+    def factory(**params: Any) -> Weighting:
+        return SNRWeighting(name=name, params=dict(params), fn=inner(**params))
+    return factory
+
+
+for _name, _inner in _SNR_WEIGHTINGS.items():
+    WEIGHTINGS.register(_name)(_snr_factory(_name, _inner))
+
+
+@WEIGHTINGS.register("elbo")
+def _elbo() -> Weighting:
+    return ELBOWeighting(name="elbo")
+
+
+@WEIGHTINGS.register("curve")
+def _curve(values: Sequence[float]) -> Weighting:
+    """A per-step curve (normalised to mean 1), e.g. derived from a dataset fingerprint."""
+    values = tuple(float(x) for x in values)
+    resample_curve(values, len(values))  # validate now
+    return CurveWeighting(name="curve", params={"values": list(values)}, values=values)
 
 
 def make_weighting(name: str, **params: Any) -> Weighting:
-    """Build a registered weighting. ``curve`` takes ``values`` (a per-step curve, normalised to mean 1)."""
-    if name in _SNR_WEIGHTINGS:
-        try:
-            fn = _SNR_WEIGHTINGS[name](**params)
-        except TypeError as exc:
-            raise ValueError(f"bad parameters for weighting {name!r}: {exc}") from None
-        return SNRWeighting(name=name, params=dict(params), fn=fn)
-    if name == "elbo":
-        if params:
-            raise ValueError(f"weighting 'elbo' takes no parameters, got {sorted(params)}")
-        return ELBOWeighting(name=name)
-    if name == "curve":
-        if set(params) != {"values"}:
-            raise ValueError("weighting 'curve' takes exactly one parameter: values")
-        values = tuple(float(x) for x in params["values"])
-        resample_curve(values, len(values))  # validate now
-        return CurveWeighting(name=name, params={"values": list(values)}, values=values)
-    raise ValueError(f"unknown weighting {name!r}; allowed: {list(WEIGHTINGS)}")
+    """Build a registered weighting by name with its parameters."""
+    return WEIGHTINGS.build(name, **params)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from ..data import PrepConfig
-from ..diffusion import SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from ..diffusion import SAMPLERS, SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
+from ..registry import suggest
 
 EXPERIMENTS = {
     "e1": "feed-forward training (Dice + BCE), noisy-mask input replaced by fresh noise",
@@ -36,11 +37,6 @@ class DataConfig:
     retrain: bool = False
     augment: bool = False
 
-    def prep(self) -> PrepConfig:
-        """The preprocessing this data section asks for (what the trial, the driver's cache and the
-        fingerprint all use)."""
-        return PrepConfig(self.resolution, self.image_resize, self.mask_resize)
-
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -55,19 +51,6 @@ class DiffusionConfig:
     weighting_params: dict[str, Any] = field(default_factory=dict)
     timestep_sampler: str = "uniform"
     timestep_sampler_params: dict[str, Any] = field(default_factory=dict)
-
-    def schedule_kwargs(self, resolution: int) -> dict[str, Any]:
-        """Schedule parameters with the modifiers; shifted_cosine's ``size`` defaults to the image resolution."""
-        kw = dict(self.schedule_params)
-        if self.schedule == "shifted_cosine":
-            kw.setdefault("size", resolution)
-        if self.input_scale is not None:
-            kw["input_scale"] = self.input_scale
-        if self.logsnr_end is not None:
-            kw["logsnr_end"] = self.logsnr_end
-        if self.zero_terminal_snr:
-            kw["zero_terminal_snr"] = True
-        return kw
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     ensemble: int = 5
-    sampler: str = "ddim"  # ddim | ddpm
+    sampler: str = "ddim"  # a name of diffusion.SAMPLERS; runs eval.steps steps (ddpm: eta = 1)
     steps: int = 20
     spacing: str = "trailing"
     eta: float = 0.0
@@ -150,11 +133,45 @@ def _nest(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a field's type (ints are numbers, bools are not; lists become tuples)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        try:
+            return _typed(value, inner, where)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or null)" if str(exc).startswith(f"{where} must") else str(exc)) from None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{where} must be a non-empty list of integers, got {value!r}")
+        return tuple(_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return value
+    ok = isinstance(value, bool) if hint is bool else (
+        isinstance(value, hint) and not isinstance(value, bool) if hint is int else
+        isinstance(value, (int, float)) and not isinstance(value, bool) if hint is float else isinstance(value, hint))
+    if not ok:
+        raise ValueError(f"{where} must be {_TYPE_WORDS.get(hint, hint.__name__)}, got {value!r}")
+    return value
+
+
 def _build(cls, d: dict[str, Any], where: str):
     names = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(names))
     if unknown:
-        raise ValueError(f"unknown {where} key(s) {unknown}; allowed: {sorted(names)}")
+        hints = "; ".join(f"{k!r}: {suggest(k, names)}" for k in unknown)
+        raise ValueError(f"unknown {where} key(s) {unknown}; {hints}")
+    hints = get_type_hints(cls)
     kwargs = {}
     for key, value in d.items():
         sub = SECTIONS.get(key) if cls is TrialConfig else None
@@ -162,16 +179,14 @@ def _build(cls, d: dict[str, Any], where: str):
             if not isinstance(value, dict):
                 raise ValueError(f"{where}.{key} must be a mapping")
             kwargs[key] = _build(sub, value, f"{where}.{key}")
-        elif isinstance(value, list) and key in ("channel_mult", "medsegdiff_levels"):
-            kwargs[key] = tuple(value)
         else:
-            kwargs[key] = value
+            kwargs[key] = _typed(value, hints[key], f"{where}.{key}".removeprefix("config."))
     return cls(**kwargs)
 
 
 def _choice(value, allowed, where):
     if value not in allowed:
-        raise ValueError(f"{where}={value!r} is not allowed; allowed: {sorted(allowed)}")
+        raise ValueError(f"{where}={value!r} is not allowed; {suggest(value, allowed)}")
 
 
 def _validate(c: TrialConfig) -> None:
@@ -184,7 +199,7 @@ def _validate(c: TrialConfig) -> None:
     _choice(d.target, TARGETS, "diffusion.target")
     _choice(d.weighting, WEIGHTINGS, "diffusion.weighting")
     _choice(d.timestep_sampler, TIMESTEP_SAMPLERS, "diffusion.timestep_sampler")
-    _choice(c.eval.sampler, ("ddim", "ddpm"), "eval.sampler")
+    _choice(c.eval.sampler, SAMPLERS, "eval.sampler")
     _choice(c.eval.spacing, SPACINGS, "eval.spacing")
     if d.zero_terminal_snr and d.target == "eps" and c.experiment != "e1":
         raise ValueError("diffusion.target='eps' is degenerate with zero_terminal_snr (x0 = (x_t - s eps)/a, a = 0; "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..diffusion import Schedule, TimestepSampler, make_target, q_sample, sample
+from ..diffusion import SAMPLERS, Schedule, TimestepSampler, make_target, q_sample
 from ..diffusion.loss import eps_space_mse, weighted_loss
 from ..diffusion.targets import to_x0
 
@@ -97,9 +97,9 @@ class Mode:
         """Ensemble members in x0 space, (B, n, C, H, W)."""
         _, cond = self.split_batch(images, masks)
         shape = (cond.shape[0], self.data_channels(3), *cond.shape[-2:])
-        return sample(lambda x, t, c: model(x, t, c), ctx.schedule, shape, cond=cond, target=ctx.target,
-                      steps=ev.steps, spacing=ev.spacing, eta=1.0 if ev.sampler == "ddpm" else ev.eta,
-                      clip_x0=ev.clip_x0, ensemble=n, generator=g, device=cond.device)
+        return SAMPLERS[ev.sampler](lambda x, t, c: model(x, t, c), ctx.schedule, shape, cond=cond,
+                                    target=ctx.target, steps=ev.steps, spacing=ev.spacing, eta=ev.eta,
+                                    clip_x0=ev.clip_x0, ensemble=n, generator=g, device=cond.device)
 
     @torch.no_grad()
     def x0_error(self, model, ctx, x0, cond, t_grid, g: torch.Generator) -> list[float]:

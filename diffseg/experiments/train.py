@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
+import pickle
 import random
 import tempfile
 import time
@@ -36,19 +36,31 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from ..data import AugmentConfig, BatchSampler, load_dataset, to_tensors
-from ..diffusion import make_schedule, make_timestep_sampler, make_weighting
-from ..diffusion.loss import loss_weight_table
+from ..data import BatchSampler, load_dataset, to_tensors
+from ..io import atomic_path
 from ..masks import ensemble_summary
 from ..metrics import ece, iou
-from ..models import build_model, count_params
+from ..models import REFERENCE_ARCHITECTURES, count_params
+from . import build
 from .config import TrialConfig
 from .evaluate import per_image_metrics, reliability, save_gallery, summarise
-from .modes import MODES, DiffusionContext, Mode
+from .modes import MODES, Mode
+from .result import (
+    BEST_VAL,
+    EARLY_STOPPED,
+    FINAL_EMA,
+    IMAGE_ERROR,
+    MASK_ERROR,
+    NAN_LOSS,
+    OK,
+    SELECTION,
+    TRAIN_LOSS,
+    TRAIN_LOSS_WEIGHTED,
+    Curve,
+    TrialResult,
+)
 
 Report = Callable[[dict[str, Any], str | None], None]
-SELECTION = {"e1": ("val_iou", "max"), "e2": ("val_iou", "max"), "e3": ("val_x0_error", "min"),
-             "e4": ("val_x0_error", "min")}
 ENSEMBLE_SIZES = (1, 2, 3, 5, 10, 15, 25)
 
 
@@ -71,16 +83,25 @@ def loss_bin_edges(T: int, n: int) -> list[int]:
     return [0, *edges[edges < T].tolist(), T]
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint that holds anything but tensors and plain data (it could run code when unpickled)."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A trial checkpoint, loaded with ``weights_only=True``: only tensors and plain containers/numbers/strings,
+    never arbitrary objects, so a planted file cannot run code on the nodes that resume from it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpoint(f"{path}: refused to load a checkpoint holding objects other than tensors and plain "
+                               f"data ({str(exc).splitlines()[0]}); it was not written by diffseg, or was "
+                               "tampered with") from None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds third-party code using the legacy global RNG
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def t_grid(T: int, points: int) -> list[int]:
@@ -105,36 +126,30 @@ class Trial:
         self.mode: Mode = MODES[cfg.experiment]
         self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(cfg.train.device)
+        self.device = build.device(cfg)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         d = cfg.data
-        self.ds = load_dataset(d.dataset, d.prep(), d.data_root, d.cache_dir)
+        self.ds = load_dataset(d.dataset, build.prep(cfg), d.data_root, d.cache_dir)
         if self.ds.images is None and cfg.experiment != "e3":
             raise ValueError(f"dataset {d.dataset!r} has masks only: experiment {cfg.experiment} needs images")
         self.splits = self.ds.splits(d.split_seed, d.val_fraction, d.test_fraction, d.retrain)
         for name in ("train", "val", "test"):
             if len(self.splits[name]) == 0:
                 raise ValueError(f"dataset {d.dataset!r}: the {name} split is empty ({len(self.ds)} samples)")
-        dc = cfg.diffusion
-        self.schedule = make_schedule(dc.schedule, dc.T, **dc.schedule_kwargs(d.resolution))
-        weighting = make_weighting(dc.weighting, **dc.weighting_params)
-        self.ctx = DiffusionContext(
-            self.schedule, loss_weight_table(weighting, self.schedule, dc.target),
-            make_timestep_sampler(dc.timestep_sampler, dc.T, **dc.timestep_sampler_params), dc.target,
-            cfg.train.cond_dropout if cfg.experiment == "e2" else 0.0)
-        image_ch = 3 if self.ds.images is None else self.ds.images.shape[-1]
-        self.model = build_model(cfg.model, self.mode.data_channels(image_ch), image_ch, d.resolution, dc.T)
+        self.ctx = build.diffusion_context(cfg)
+        self.schedule = self.ctx.schedule
+        self.model = build.model(cfg, 3 if self.ds.images is None else self.ds.images.shape[-1])
         self.model.to(self.device)
         if cfg.train.channels_last and self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.ema = _ema(self.model, cfg.train.ema_decay)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.batches = BatchSampler(self.ds, self.splits["train"], cfg.train.batch_size, cfg.seed + 2,
-                                    AugmentConfig(enabled=d.augment))
+                                    build.augment(cfg))
         self.g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.loss_edges = torch.tensor(loss_bin_edges(dc.T, cfg.eval.loss_bins))
+        self.loss_edges = torch.tensor(loss_bin_edges(cfg.diffusion.T, cfg.eval.loss_bins))
         self.loss_bins = torch.zeros(3, len(self.loss_edges) - 1, dtype=torch.float64)  # eps-mse, weighted, count
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -170,9 +185,8 @@ class Trial:
     def save_checkpoint(self) -> Path:
         ckpt = self.out / "checkpoint"
         ckpt.mkdir(exist_ok=True)
-        tmp = ckpt / "state.pt.tmp"
-        torch.save(self.state(), tmp)
-        os.replace(tmp, ckpt / "state.pt")
+        with atomic_path(ckpt / "state.pt") as tmp:
+            torch.save(self.state(), tmp)
         return ckpt
 
     # --- training ------------------------------------------------------------------------------------------------
@@ -232,7 +246,7 @@ class Trial:
         ev = self.cfg.eval
         ev_local = dataclasses.replace(ev, steps=steps)
         g = torch.Generator(device=self.device).manual_seed(seed)
-        if self.cfg.model.architecture in ("nnunet", "segformer"):
+        if self.cfg.model.architecture in REFERENCE_ARCHITECTURES:
             n = 1
         outs = []
         model.eval()
@@ -256,7 +270,7 @@ class Trial:
     def validate(self) -> dict[str, float]:
         ev = self.cfg.eval
         model = self.ema.module
-        name, _ = SELECTION[self.cfg.experiment]
+        name = SELECTION[self.cfg.experiment].metric
         if self.cfg.experiment in ("e1", "e2"):
             _, images, masks = self._split_tensors("val", ev.val_max_images)
             members = self.predict(model, images, masks, ev.val_ensemble, ev.val_steps, self.cfg.seed + 3)
@@ -267,31 +281,29 @@ class Trial:
         return {name: float(np.mean(errs))}
 
     def _improved(self, value: float) -> bool:
-        _, mode = SELECTION[self.cfg.experiment]
-        best = self.best["value"]
-        return best is None or (value > best if mode == "max" else value < best)
+        return SELECTION[self.cfg.experiment].better(value, self.best["value"])
 
     # --- run -------------------------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TrialResult:
         t0 = time.perf_counter()
         cfg = self.cfg
         if self.resume_from is not None:
-            self.load_state(torch.load(self.resume_from / "state.pt", weights_only=False))
-        status = "ok"
+            self.load_state(load_checkpoint(self.resume_from / "state.pt"))
+        status = OK
         losses: list[float] = []
         while self.step < cfg.train.steps:
             loss = self.train_step()
             self.step += 1
             if not np.isfinite(loss):
-                status = "nan_loss"
+                status = NAN_LOSS
                 break
             losses.append(loss)
             if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
                 metrics = {"step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                            **self.validate()}
                 losses = []
-                value = metrics[SELECTION[cfg.experiment][0]]
+                value = metrics[SELECTION[cfg.experiment].metric]
                 if cfg.data.retrain or self._improved(value):  # retrain: val was trained on, keep the latest
                     self.best = {"value": value, "step": self.step,
                                  "ema": {k: v.detach().clone() for k, v in self.ema.module.state_dict().items()}}
@@ -303,67 +315,61 @@ class Trial:
                 if self.report is not None:
                     self.report(dict(metrics), str(ckpt))
                 if cfg.train.patience is not None and self.bad_validations >= cfg.train.patience:
-                    status = "early_stopped"
+                    status = EARLY_STOPPED
                     break
         return self.finish(status, time.perf_counter() - t0)
 
-    def finish(self, status: str, train_time: float) -> dict[str, Any]:
+    def finish(self, status: str, train_time: float) -> TrialResult:
         cfg, ev = self.cfg, self.cfg.eval
-        result: dict[str, Any] = {
-            "status": status, "config": cfg.to_dict(), "dataset": cfg.data.dataset,
-            "dataset_hash": self.ds.dataset_hash, "step": self.step, "params": count_params(self.model),
-            "history": self.history, "selection_metric": SELECTION[cfg.experiment][0],
-            "best_step": self.best["step"], "best_val": self.best["value"], "train_time_s": train_time,
-            "selection": "final_ema" if cfg.data.retrain else "best_val",
-            "metrics": {}, "curves": [], "per_image": [], "reliability": [], "artifacts": {},
-            "output_dir": str(self.out), "schedule": self.schedule.describe(),
-        }
-        if status == "nan_loss" or self.best["ema"] is None:
+        result = TrialResult(
+            status=status, config=cfg.to_dict(), dataset=cfg.data.dataset, dataset_hash=self.ds.dataset_hash,
+            step=self.step, n_params=count_params(self.model), history=self.history,
+            selection_metric=SELECTION[cfg.experiment].metric, best_step=self.best["step"],
+            best_val=self.best["value"], train_time_s=train_time, selection=FINAL_EMA if cfg.data.retrain else BEST_VAL,
+            output_dir=str(self.out), schedule=self.schedule.describe())
+        if status == NAN_LOSS or self.best["ema"] is None:
             return result
         model = copy.deepcopy(self.ema.module)
         model.load_state_dict(self.best["ema"])
         t_eval = time.perf_counter()
         if cfg.experiment in ("e1", "e2"):
             idx, images, masks = self._split_tensors("test", ev.test_max_images)
-            steps = ev.steps if ev.sampler == "ddim" else self.ctx.T
-            members = self.predict(model, images, masks, ev.ensemble, steps, cfg.seed + 4)
+            members = self.predict(model, images, masks, ev.ensemble, ev.steps, cfg.seed + 4)
             rows = per_image_metrics(members.cpu(), masks.cpu(), ev.ece_bins)
             for i, r in zip(idx.tolist(), rows, strict=True):
                 r["image_id"] = f"{self.ds.case_ids[i]}#{i}"
             mean, _, _ = ensemble_summary(members.cpu(), dim=1)
-            result["metrics"] = summarise(rows, mean, masks.cpu(), ev.ece_bins)
-            result["metrics"].update(ensemble_size_metrics(members.cpu(), masks.cpu(), ev.ece_bins))
-            result["per_image"] = rows
-            result["reliability"] = reliability(mean, masks.cpu(), ev.ece_bins)
+            result.metrics = summarise(rows, mean, masks.cpu(), ev.ece_bins)
+            result.metrics.update(ensemble_size_metrics(members.cpu(), masks.cpu(), ev.ece_bins))
+            result.per_image = rows
+            result.reliability = reliability(mean, masks.cpu(), ev.ece_bins)
             gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery)
             if gallery:
-                result["artifacts"]["gallery"] = str(gallery)
+                result.artifacts["gallery"] = str(gallery)
         if self.mode.diffusion:
             grid = t_grid(self.ctx.T, ev.curve_points)
             flags = [self.mode.conditioned] + ([False] if self.ctx.cond_dropout > 0 else [])
             for cond in flags:
                 errs = self.x0_errors(model, "test", cond, grid, ev.curve_max_images, cfg.seed + 5)
-                result["curves"].append({"kind": "mask_error" if cfg.experiment != "e4" else "image_error",
-                                         "conditioned": cond, "t": grid, "value": errs})
+                result.curves.append(Curve(MASK_ERROR if cfg.experiment != "e4" else IMAGE_ERROR, cond, grid, errs))
             counts = self.loss_bins[2]
             lo, hi = self.loss_edges[:-1].double(), self.loss_edges[1:].double() - 1
             centres = ((lo + hi) / 2).tolist()  # mean step of each bin
             keep = counts > 0
-            for k, kind in ((0, "train_loss"), (1, "train_loss_weighted")):
+            for k, kind in ((0, TRAIN_LOSS), (1, TRAIN_LOSS_WEIGHTED)):
                 vals = (self.loss_bins[k] / counts.clamp(min=1))[keep].tolist()
-                result["curves"].append({"kind": kind, "conditioned": self.mode.conditioned,
-                                         "t": [c for c, m in zip(centres, keep.tolist(), strict=True) if m],
-                                         "value": vals})
+                result.curves.append(Curve(kind, self.mode.conditioned,
+                                           [c for c, m in zip(centres, keep.tolist(), strict=True) if m], vals))
             if cfg.experiment in ("e3", "e4"):
-                result["metrics"]["test_x0_error"] = float(np.mean(result["curves"][0]["value"]))
-        result["metrics"]["best_val"] = float(self.best["value"])
-        result["eval_time_s"] = time.perf_counter() - t_eval
-        result["artifacts"]["checkpoint"] = str(self.out / "checkpoint")
+                result.metrics["test_x0_error"] = float(np.mean(result.curves[0].value))
+        result.metrics["best_val"] = float(self.best["value"])
+        result.eval_time_s = time.perf_counter() - t_eval
+        result.artifacts["checkpoint"] = str(self.out / "checkpoint")
         return result
 
 
 def train_trial(config: TrialConfig | dict[str, Any], report: Report | None = None,
-                resume_from: str | Path | None = None) -> dict[str, Any]:
+                resume_from: str | Path | None = None) -> TrialResult:
     """Run one trial. ``config``: a TrialConfig or a (nested or dotted) dict. ``report(metrics, checkpoint_dir)``
     is called at every validation; the same numbers come back in the result with curves and artifact paths."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..data import PrepConfig, load_dataset
-from ..data.cache import atomic_write_text, digest, safe_name
 from ..diffusion import Schedule, make_schedule, make_weighting
+from ..experiments import build
+from ..io import atomic_write_text, digest, safe_name
 from .derive import LOST, RECOVERED, crossing_t, derive, first_at_least
 from .information import mask_error_curve, pooled_snr_for_error, pooling_area_histogram, prior_error
 from .stats import mask_statistics
@@ -59,9 +60,9 @@ def spec_for_trial(cfg) -> FingerprintSpec:
     """The fingerprint a trial config (``TrialConfig``) trains against: its dataset, preprocessing, split and
     base schedule (without terminal modifiers: the fingerprint is what recommends a final noise level)."""
     d, dc = cfg.data, cfg.diffusion
-    params = {k: v for k, v in dc.schedule_kwargs(d.resolution).items() if k not in ("logsnr_end", "zero_terminal_snr")}
     split = SplitSpec(d.split_seed, d.val_fraction, d.test_fraction)
-    return FingerprintSpec(d.dataset, d.prep(), dc.schedule, dc.T, params, split)
+    return FingerprintSpec(d.dataset, build.prep(cfg), dc.schedule, dc.T, build.schedule_params(cfg, base=True),
+                           split)
 
 
 def largest_area(areas: np.ndarray, counts: np.ndarray, q: float = 0.999) -> float:
@@ -137,17 +138,23 @@ def fingerprint_path(root: Path, spec: FingerprintSpec, dataset_hash: str) -> Pa
     return Path(root) / f"{safe_name(spec.dataset)}-{digest(spec.identity(dataset_hash))[:16]}" / FILE_NAME
 
 
+_UNWRITTEN: dict[Path, dict[str, Any]] = {}
+
+
 def load_or_compute(root: Path, spec: FingerprintSpec, data_root=None, cache_dir=None, *,
                     write: bool = True) -> tuple[dict[str, Any], Path]:
     """Read the fingerprint of ``spec`` under ``root`` if it exists, else compute it (and write it unless
-    ``write`` is False, e.g. for a dry run). Returns (fingerprint, path)."""
-    ds = load_dataset(spec.dataset, spec.prep, data_root, cache_dir)
+    ``write`` is False: a dry run, or a study's checks before anything is written; the dataset cache is then
+    not written either). Returns (fingerprint, path)."""
+    ds = load_dataset(spec.dataset, spec.prep, data_root, cache_dir, write=write)
     path = fingerprint_path(root, spec, ds.dataset_hash)
     if path.exists():
         return load_fingerprint(path), path
-    fp = _compute(spec, ds, None)
+    fp = _UNWRITTEN.pop(path, None) or _compute(spec, ds, None)
     if write:
         save_fingerprint(fp, path)
+    else:
+        _UNWRITTEN[path] = fp  # a later write=True call in this process writes it without recomputing
     return fp, path
 
 

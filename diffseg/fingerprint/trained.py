@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..experiments.result import FINISHED, MASK_ERROR
+
 
 def load_trained_curve(export_dir: Path, dataset: str, resolution: int, schedule: str, T: int) -> dict:
     """Mean over architectures and seeds of the E3 mask_error curves of ``dataset`` trained at ``resolution``
@@ -15,19 +17,20 @@ def load_trained_curve(export_dir: Path, dataset: str, resolution: int, schedule
         if not f.exists():
             raise FileNotFoundError(f"{f}: missing (expected a study export with curves.parquet and trials.parquet)")
     c = pd.read_parquet(curves)
-    cols = ["trial_id", "dataset", "experiment", "cfg.data.resolution", "cfg.diffusion.schedule", "cfg.diffusion.T"]
+    cols = ["trial_id", "dataset", "experiment", "cfg.data.resolution", "cfg.diffusion.schedule", "cfg.diffusion.T",
+            "status"]
     t = pd.read_parquet(trials, columns=cols)
-    e3 = t[(t.dataset == dataset) & (t.experiment == "e3")]
+    e3 = t[(t.dataset == dataset) & (t.experiment == "e3") & t.status.isin(FINISHED)]
     if e3.empty:
         raise ValueError(f"{export_dir}: no E3 trials for dataset {dataset!r}")
     match = e3[(e3["cfg.data.resolution"] == resolution) & (e3["cfg.diffusion.schedule"] == schedule)
                & (e3["cfg.diffusion.T"] == T)]
     if match.empty:
-        found = sorted({(int(r), s, int(n)) for r, s, n in e3[cols[3:]].itertuples(index=False)})
+        found = sorted({(int(r), s, int(n)) for r, s, n in e3[cols[3:6]].itertuples(index=False)})
         raise ValueError(f"{export_dir}: E3 trials of {dataset!r} were trained at (resolution, schedule, T) "
                          f"{found}, not ({resolution}, {schedule!r}, {T})")
     sel = c.merge(match[["trial_id"]], on="trial_id")
-    sel = sel[sel.kind == "mask_error"]
+    sel = sel[sel.kind == MASK_ERROR]
     mean = sel.groupby("t", as_index=False)["value"].mean().sort_values("t")
     return {"t": mean.t.astype(int).tolist(), "error": mean.value.astype(float).tolist(), "source": str(export_dir),
             "trials": int(match.trial_id.nunique())}

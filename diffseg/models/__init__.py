@@ -3,18 +3,17 @@ and nnunet, segformer (feed-forward references, E1 only)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
+from ..registry import Registry
 from .conditioning import EnsemDiff, MedSegDiff, SegDiff
 from .references import NNUNet, SegFormer, count_params, nnunet_plan
 from .unet import UNet, UNetConfig
 
-DIFFUSION_ARCHITECTURES = ("ensemdiff", "segdiff", "medsegdiff")
-REFERENCE_ARCHITECTURES = ("nnunet", "segformer")
-ARCHITECTURES = DIFFUSION_ARCHITECTURES + REFERENCE_ARCHITECTURES
+REFERENCE_ARCHITECTURES = ("nnunet", "segformer")  # feed-forward: E1 only, one member
 
 
 @dataclass(frozen=True)
@@ -32,29 +31,48 @@ class ModelConfig:
     medsegdiff_aux_head: bool = False
     segformer_variant: str = "b0"
     segformer_pretrained: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def unet(self) -> UNetConfig:
         return UNetConfig(self.base_channels, tuple(self.channel_mult), self.num_res_blocks, self.attn_levels,
                           self.heads, self.dropout)
 
 
+# name -> factory(cfg, data_ch, cond_ch, resolution, time_scale) -> nn.Module
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
+
+
+@ARCHITECTURES.register("ensemdiff")
+def _ensemdiff(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, scale: float) -> nn.Module:
+    return EnsemDiff(cfg.unet(), data_ch, cond_ch, resolution, scale)
+
+
+@ARCHITECTURES.register("segdiff")
+def _segdiff(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, scale: float) -> nn.Module:
+    return SegDiff(cfg.unet(), data_ch, cond_ch, resolution, scale, cfg.rrdb_blocks, cfg.segdiff_multilevel)
+
+
+@ARCHITECTURES.register("medsegdiff")
+def _medsegdiff(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, scale: float) -> nn.Module:
+    levels = None if cfg.medsegdiff_levels is None else tuple(cfg.medsegdiff_levels)
+    return MedSegDiff(cfg.unet(), data_ch, cond_ch, resolution, scale, levels, cfg.medsegdiff_aux_head)
+
+
+@ARCHITECTURES.register("nnunet")
+def _nnunet(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, scale: float) -> nn.Module:
+    return NNUNet(cond_ch, resolution)
+
+
+@ARCHITECTURES.register("segformer")
+def _segformer(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, scale: float) -> nn.Module:
+    return SegFormer(cond_ch, cfg.segformer_variant, cfg.segformer_pretrained)
+
+
+DIFFUSION_ARCHITECTURES = tuple(a for a in ARCHITECTURES if a not in REFERENCE_ARCHITECTURES)
+
+
 def build_model(cfg: ModelConfig, data_ch: int, cond_ch: int, resolution: int, T: int) -> nn.Module:
     """Instantiate an architecture; time indices t in [0, T) are embedded as t * 1000 / T."""
-    scale = 1000.0 / T
-    arch = cfg.architecture
-    if arch == "ensemdiff":
-        return EnsemDiff(cfg.unet(), data_ch, cond_ch, resolution, scale)
-    if arch == "segdiff":
-        return SegDiff(cfg.unet(), data_ch, cond_ch, resolution, scale, cfg.rrdb_blocks, cfg.segdiff_multilevel)
-    if arch == "medsegdiff":
-        levels = None if cfg.medsegdiff_levels is None else tuple(cfg.medsegdiff_levels)
-        return MedSegDiff(cfg.unet(), data_ch, cond_ch, resolution, scale, levels, cfg.medsegdiff_aux_head)
-    if arch == "nnunet":
-        return NNUNet(cond_ch, resolution)
-    if arch == "segformer":
-        return SegFormer(cond_ch, cfg.segformer_variant, cfg.segformer_pretrained)
-    raise ValueError(f"unknown architecture {arch!r}; allowed: {list(ARCHITECTURES)}")
+    return ARCHITECTURES.build(cfg.architecture, cfg, data_ch, cond_ch, resolution, 1000.0 / T)
 
 
 __all__ = [

@@ -12,9 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..experiments import TrialConfig
+from ..experiments.result import EXPORT_TABLES, FINISHED, STUDY_META, export_dir
 from ..fingerprint import load_or_compute, spec_for_trial
-
-EXPORT_FILES = ("trials", "history", "curves", "images", "reliability", "conditioning")
 
 
 class NoExports(FileNotFoundError):
@@ -36,7 +35,7 @@ class StudyData:
     notes: list[str] = field(default_factory=list)
 
     def ok_trials(self) -> pd.DataFrame:
-        return self.trials[self.trials.status.isin(["ok", "early_stopped"])]
+        return self.trials[self.trials.status.isin(FINISHED)]
 
     def prior(self, dataset: str) -> float | None:
         """Foreground fraction of the dataset's train + val masks (from its fingerprint)."""
@@ -49,14 +48,15 @@ class StudyData:
 
 
 def load_study(runs: Path, study: str) -> StudyData:
-    exports = runs / "exports" / study
-    missing = [f"{name}.parquet" for name in EXPORT_FILES if not (exports / f"{name}.parquet").exists()]
-    if missing or not (exports / "study.json").exists():
-        raise NoExports(f"{exports}: no complete Parquet exports for study {study!r} (missing "
-                        f"{missing or ['study.json']}); run `python studies/run_study.py --study {study} "
-                        f"--out {runs}` or re-create them with `python studies/export.py --study {study} --out {runs}`")
-    frames = {name: pd.read_parquet(exports / f"{name}.parquet") for name in EXPORT_FILES}
-    meta = json.loads((exports / "study.json").read_text())
+    exports = export_dir(runs, study)
+    missing = [f"{name}.parquet" for name in EXPORT_TABLES if not (exports / f"{name}.parquet").exists()]
+    missing += [STUDY_META] if not (exports / STUDY_META).exists() else []
+    if missing:
+        raise NoExports(f"{exports}: no complete Parquet exports for study {study!r} (missing {missing}); run "
+                        f"`python studies/run_study.py --study {study} --out {runs}` or re-create them with "
+                        f"`python studies/export.py --study {study} --out {runs}`")
+    frames = {name: pd.read_parquet(exports / f"{name}.parquet") for name in EXPORT_TABLES}
+    meta = json.loads((exports / STUDY_META).read_text())
     d = StudyData(study, runs, meta, **frames)
     d.fingerprints, d.notes = study_fingerprints(d)
     return d

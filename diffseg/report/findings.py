@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from ..experiments.train import SELECTION
+from ..experiments import build
+from ..experiments.result import MASK_ERROR, METRIC_MODE, TRAIN_LOSS
 from ..fingerprint import prior_error, trained_agreement
 from ..metrics import fmt_ci, mean_ci
 
-SELECTION_MODE = dict(SELECTION.values())  # selection metric -> "max" | "min", as the trials select
 RISE, MONOTONE_RHO, SMALL_T, CLOSE_GAP, SPLIT_T = 1.5, -0.9, 50, 0.1, 400
 
 
@@ -43,7 +43,7 @@ def _curves(d, kind: str, experiments: tuple[str, ...]) -> pd.DataFrame:
 
 def loss_shape(d) -> pd.DataFrame:
     rows = []
-    for (ds, exp), grp in _curves(d, "train_loss", ("e2", "e4")).groupby(["dataset", "experiment"]):
+    for (ds, exp), grp in _curves(d, TRAIN_LOSS, ("e2", "e4")).groupby(["dataset", "experiment"]):
         per = []
         for _, tr in grp.groupby("trial_id"):
             tr = tr.sort_values("t")
@@ -86,7 +86,7 @@ def conditioning_gap(d) -> pd.DataFrame:
 
 def fingerprint_agreement(d) -> pd.DataFrame:
     rows = []
-    e3 = _curves(d, "mask_error", ("e3",))
+    e3 = _curves(d, MASK_ERROR, ("e3",))
     for ds, fp in sorted(d.fingerprints.items()):
         tf = fp["training_free"]
         per = []
@@ -156,7 +156,7 @@ def arm_ranks(d) -> pd.DataFrame:
     for (ds, metric), grp in t.groupby(["dataset", "selection_metric"]):
         grp = grp.assign(test_iou=grp["test_iou"] if "test_iou" in grp else np.nan)
         agg = grp.groupby("arm").agg(val=("best_val", "mean"), n=("best_val", "size"), test_iou=("test_iou", "mean"))
-        agg = agg.sort_values("val", ascending=SELECTION_MODE[metric] == "min")
+        agg = agg.sort_values("val", ascending=METRIC_MODE[metric] == "min")
         for rank, (arm, r) in enumerate(agg.iterrows(), 1):
             rows.append({"dataset": ds, "arm": arm, "selection metric": metric, "rank (validation)": rank,
                          "of": len(agg), "mean validation": round(r.val, 4), "mean test IoU": round(r.test_iou, 4),
@@ -176,7 +176,7 @@ def training_free_baseline(d) -> pd.DataFrame:
     rows = []
     for ds, grp in t.groupby("dataset"):
         cfg = trial_config(grp.iloc[0])
-        data = load_dataset(ds, cfg.data.prep(), cfg.data.data_root, d.runs / "cache")
+        data = load_dataset(ds, build.prep(cfg), cfg.data.data_root, d.runs / "cache")
         idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
         idx = idx[: cfg.eval.test_max_images] if cfg.eval.test_max_images else idx
         base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))

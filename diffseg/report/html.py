@@ -11,6 +11,7 @@ from pathlib import Path
 
 import vl_convert as vlc
 
+from ..io import atomic_write_text, safe_name
 from .sections import Section
 
 STYLE = """
@@ -44,24 +45,30 @@ EMBED = """
 """
 
 
+def script_json(obj) -> str:
+    """JSON safe inside a ``<script>`` block: ``<``, ``>`` and ``&`` as unicode escapes (so a ``</script>`` in a
+    label cannot end the block; JSON parses them back to the same characters)."""
+    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def render(title: str, sections: list[Section], out: Path, png_scale: float = 1.5) -> dict[str, object]:
     """Write ``report.html`` and ``charts/<section>__<name>.png``; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     charts_dir = out / "charts"
     charts_dir.mkdir(exist_ok=True)
     specs, pngs, body = {}, [], []
-    nav = " ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    nav = " ".join(f'<a href="#{html.escape(s.key)}">{html.escape(s.title)}</a>' for s in sections)
     for s in sections:
-        parts = [f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>']
+        parts = [f'<section id="{html.escape(s.key)}"><h2>{html.escape(s.title)}</h2>']
         if s.text:
             parts.append(f'<p class="note">{html.escape(s.text)}</p>')
         parts += s.tables
         for name, chart in s.charts:
-            cid = f"chart-{s.key}-{len(specs)}"
+            cid = f"chart-{safe_name(s.key, 60)}-{len(specs)}"
             spec = chart.to_dict()
             specs[cid] = spec
             parts.append(f'<div class="chart" id="{cid}" data-name="{html.escape(name)}"></div>')
-            png = charts_dir / f"{s.key}__{name}.png".replace("/", "_").replace(":", "_")
+            png = charts_dir / f"{safe_name(f'{s.key}__{name}', 120, '-_.=')}.png"
             png.write_bytes(vlc.vegalite_to_png(spec, scale=png_scale))
             pngs.append(png)
         for caption, uri in s.images:
@@ -77,10 +84,8 @@ def render(title: str, sections: list[Section], out: Path, png_scale: float = 1.
 </head><body data-charts="{len(specs)}">
 <h1>{html.escape(title)}</h1><nav>{nav}</nav>
 {"".join(body)}
-<script>{EMBED % json.dumps(specs)}</script>
+<script>{EMBED % script_json(specs)}</script>
 </body></html>"""
     report = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(report)
+    atomic_write_text(report, page)
     return {"html": report, "pngs": pngs, "charts": len(specs)}

@@ -10,6 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..experiments.result import MASK_ERROR, METRIC_MODE, TRAIN_LOSS, status_summary
 from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
@@ -41,8 +42,7 @@ def summary(d: StudyData) -> Section:
     t, m = d.trials, d.meta
     rows = [("study", d.study), ("description", m.get("description", "")), ("budget", m.get("budget")),
             ("hardware", m.get("hardware")), ("git commit", m.get("git_commit")),
-            ("trials", f"{int((t.status == 'ok').sum())} ok, {int((t.status == 'error').sum())} failed, "
-                       f"{int((t.status == 'nan_loss').sum())} NaN loss, {len(t)} total"),
+            ("trials", status_summary(t.status)),
             ("total compute", f"{t.wall_time_s.fillna(0).sum() / 60:.1f} min")]
     rows += [(f"dataset {name}", f"hash {h[:16]}") for name, h in sorted(m.get("datasets", {}).items())]
     return Section("summary", "Summary", tables=[_table(pd.DataFrame(rows, columns=["", "value"]))])
@@ -92,7 +92,7 @@ def table1(d: StudyData) -> Section | None:
 def _normalised_e3(d: StudyData) -> pd.DataFrame:
     t = d.ok_trials()
     c = d.curves.merge(t[["trial_id", "dataset", "architecture", "experiment"]], on="trial_id")
-    c = c[(c.experiment == "e3") & (c.kind == "mask_error")].copy()
+    c = c[(c.experiment == "e3") & (c.kind == MASK_ERROR)].copy()
     prior = {ds: fp["training_free"]["prior_fg"] for ds, fp in d.fingerprints.items()}
     c["prior"] = pd.to_numeric(c.dataset.astype(object).map(prior), errors="coerce").astype(float)
     c = c.dropna(subset=["prior"])
@@ -176,7 +176,7 @@ def conditioning_and_loss(d: StudyData) -> Section | None:
         if not gap.empty:
             tables.append(_table(gap))
     curves = d.curves.merge(t[["trial_id", "dataset", "experiment"]], on="trial_id")
-    loss = curves[curves.kind == "train_loss"]
+    loss = curves[curves.kind == TRAIN_LOSS]
     if not loss.empty:
         m = loss.groupby(["dataset", "experiment", "t"], as_index=False).value.mean()
         m["value"] = m.value / m.groupby(["dataset", "experiment"]).value.transform("mean")
@@ -231,7 +231,7 @@ def comparison(d: StudyData) -> Section | None:
         sel = grp.groupby(["dataset", "arm"], as_index=False).agg(
             best_val=("best_val", "mean"), n=("best_val", "size"),
             **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in grp})
-        pick = sel.groupby("dataset").best_val.idxmin() if findings.SELECTION_MODE[metric] == "min" else \
+        pick = sel.groupby("dataset").best_val.idxmin() if METRIC_MODE[metric] == "min" else \
             sel.groupby("dataset").best_val.idxmax()
         tables.append(_table(sel.loc[pick].assign(selection_metric=metric).round(4)))
     ranks = findings.arm_ranks(d)

@@ -15,37 +15,84 @@ from typing import Any
 from ..budgets import BUDGETS
 from ..data import DatasetError, load_dataset
 from ..data.registry import get_spec
+from ..experiments import build
 from ..experiments.config import TrialConfig
+from ..experiments.result import FINISHED, METRIC_MODE, SELECTION, export_dir, status_summary
+from ..io import Busy, atomic_write_text, owner_lock, safe_name
+from ..registry import suggest
 from .plan import TrialPoint, build_plan, describe_plan
 from .spec import SpecError, StudySpec, list_studies, load_spec
 
 STATE_FILE = "diffseg_study.json"
+LOCK_FILE = ".diffseg.lock"  # in --out: held by the driver of the study running there
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
-           "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+           "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+           # a tracking server that stops answering fails a call in about 30 s instead of minutes of retries
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+EXIT_CODES = ("exit codes: 0 every trial finished; 1 some trials failed, none finished ok, or the study was "
+              "interrupted or lost its tracking server (continue with the same command and --resume); 2 bad input, "
+              "found before Ray starts and before anything is written")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="studies/run_study.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="studies/run_study.py", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", help="study name (a file in search_spaces/) or a path to a study YAML")
     p.add_argument("--list", action="store_true", help="list the studies with one-line descriptions")
     p.add_argument("--dataset", action="append", default=None,
                    help="dataset (repeatable): registry name, folder:PATH or masks:PATH; default: the study's")
     p.add_argument("--data-root", default=None, help="root folder of the dataset (overrides its default root)")
-    p.add_argument("--budget", default="smoke", choices=sorted(BUDGETS))
+    p.add_argument("--budget", default="smoke", choices=sorted(BUDGETS), help="the scale of the trials")
     p.add_argument("--out", default="runs", help="holds Ray results, the MLflow store and artifacts, exports")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite <out>/mlflow.db)")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: start an embedded local Ray)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: CPUs / cpus-per-trial)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional values share a GPU")
-    p.add_argument("--num-samples", type=int, default=None, help="draws of the search dimensions (overrides spec)")
+    p.add_argument("--max-concurrent", type=_positive_int, default=None,
+                   help="trials at once (default: CPUs / cpus-per-trial)")
+    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0, help="CPUs per trial (its torch threads)")
+    p.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0, help="fractional values share a GPU")
+    p.add_argument("--num-samples", type=_positive_int, default=None,
+                   help="draws of the search dimensions (default: the study file's)")
     p.add_argument("--seed", type=int, action="append", default=None, help="seed (repeatable; overrides spec)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a trial config value for every trial, e.g. --set train.steps=50 (repeatable)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial")
+    p.add_argument("--max-failures", type=_non_negative_int, default=1, help="retries of a crashed trial")
     p.add_argument("--resume", action="store_true", help="continue this study's last invocation in --out")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan and resource use; run nothing")
+    p.add_argument("--json", action="store_true",
+                   help="with --dry-run: print the resolved plan as JSON (per trial: label, dataset, seed, "
+                        "experiment, selection metric, fingerprint and the exact flat config the trial receives)")
     return p
 
 
@@ -59,7 +106,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         if key not in config_keys():
-            raise ValueError(f"--set {key}: unknown config key; allowed: {sorted(config_keys())}")
+            raise ValueError(f"--set {key}: unknown config key; {suggest(key, config_keys())}")
         try:
             out[key] = json.loads(value)
         except ValueError:
@@ -101,82 +148,124 @@ def start_ray(address: str | None) -> dict[str, float]:
     return ray.cluster_resources()
 
 
+def out_problem(out: Path) -> str | None:
+    """Why ``--out`` cannot be used (checked without creating anything), or None."""
+    if out.exists():
+        if not out.is_dir():
+            return f"--out {out}: exists and is not a folder"
+        return None if os.access(out, os.W_OK | os.X_OK) else f"--out {out}: not writable"
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--out {out}: cannot be created, {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot be created, {parent} is not writable"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    """Every check first (exit 2, nothing written), then the plan is written (fingerprints, dataset caches) and
+    the study runs."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         spec = load_spec(args.study)
     except SpecError as exc:
         return fail(str(exc))
     out = Path(args.out).expanduser().resolve()
+    problem = out_problem(out)
+    if problem:
+        return fail(problem)
     cache_dir = out / "cache"
     _, spec_seeds, spec_datasets = spec.for_budget(args.budget)
     datasets = args.dataset or spec_datasets
     seeds = args.seed or spec_seeds
     num_samples = args.num_samples or spec.num_samples
+
+    def plan_and_cache(write: bool) -> list[TrialPoint]:
+        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root, overrides, write=write)
+        # every dataset cache once, in the driver, with the preprocessing the trials use
+        for name, prep in sorted({(p.dataset, build.prep(TrialConfig.from_dict(p.config))) for p in plan}, key=str):
+            load_dataset(name, prep, args.data_root, cache_dir, write=write)
+        return plan
+
     try:
         overrides = parse_overrides(args.overrides)
         for name in datasets:
             get_spec(name, args.data_root)
-        plan = build_plan(spec, args.budget, datasets, seeds, out, cache_dir, args.data_root, overrides,
-                          write=not args.dry_run)
-        # build every dataset cache once, in the driver, with the preprocessing the trials use
-        if not args.dry_run:
-            preps = {(p.dataset, TrialConfig.from_dict(p.config).data.prep()) for p in plan}
-            for name, prep in sorted(preps, key=str):
-                load_dataset(name, prep, args.data_root, cache_dir)
+        plan = plan_and_cache(write=False)  # everything checked and prepared in memory; nothing written yet
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
-    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-        return fail("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     n_trials = len(plan) * num_samples
     concurrency = args.max_concurrent or max(1, int((_cpus(args.address) or n_trials) // args.cpus_per_trial))
+    if args.dry_run and args.json:
+        print(json.dumps([{**p.to_dict(), "experiment": p.config["experiment"],
+                           "selection_metric": SELECTION[p.config["experiment"]].metric} for p in plan], indent=1))
+        return 0
     if args.dry_run:
         print(f"study {spec.name} ({spec.description}); budget {args.budget}; {n_trials} trials "
-              f"({len(plan)} points x {num_samples} samples); algorithm {spec.algorithm}; metric {spec.metric} "
-              f"({spec.mode}); resources per trial: {args.cpus_per_trial} CPU, {args.gpus_per_trial} GPU; "
+              f"({len(plan)} points x {num_samples} samples); algorithm {spec.algorithm}; selection "
+              f"{_selection_words(spec)}; resources per trial: {args.cpus_per_trial} CPU, {args.gpus_per_trial} GPU; "
               f"up to {concurrency} at once")
         print(describe_plan(plan))
         if spec.search:
             print(f"search dimensions: {json.dumps(spec.search)}")
         return 0
-    return execute(spec, args, out, plan, num_samples, concurrency)
+    from . import tracking
+
+    tracking_uri = args.tracking_uri
+    state_path = _state_path(out, spec.name)
+    if args.resume:
+        if not state_path.exists():
+            return fail(f"nothing to resume: {state_path} does not exist (run without --resume first)")
+        state = json.loads(state_path.read_text())
+        tracking_uri = state["tracking_uri"]
+    tracking_uri = tracking_uri or tracking.default_tracking_uri(out)
+    unreachable = tracking.probe(tracking_uri)
+    if unreachable:
+        return fail(unreachable)
+    try:
+        with owner_lock(out / LOCK_FILE, {"study": spec.name, "command": " ".join(sys.argv)}) as lock:
+            if lock["taken_over"]:
+                print(f"note: took over the lock of a driver that is gone ({lock['taken_over']})", file=sys.stderr)
+            plan = plan_and_cache(write=True)
+            return execute(spec, args, out, plan, num_samples, concurrency, tracking_uri)
+    except Busy as busy:
+        h = busy.holder
+        return fail(f"--out {out} is in use by study {h.get('study', '?')!r} (pid {h.get('pid', '?')} on "
+                    f"{h.get('host', '?')}, since {h.get('started', '?')}): wait for it, or use another --out")
 
 
 def _state_path(out: Path, study: str) -> Path:
     return out / "ray" / study / STATE_FILE
 
 
-def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_samples: int, concurrency: int) -> int:
+def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_samples: int, concurrency: int,
+            tracking_uri: str) -> int:
+    from mlflow.exceptions import MlflowException
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from . import tracking
     from .export import export_study
-    from .progress import Progress
+    from .progress import OutageStopper, Progress
     from .trainable import StudyContext, run_trial
 
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri(out)
     state_path = _state_path(out, spec.name)
-    parent = None
-    if args.resume:
-        if not state_path.exists():
-            return fail(f"nothing to resume: {state_path} does not exist (run without --resume first)")
-        state = json.loads(state_path.read_text())
-        parent, tracking_uri = state["parent_run_id"], state["tracking_uri"]
+    parent = json.loads(state_path.read_text())["parent_run_id"] if args.resume else None
     env_tags = tracking.environment_tags()
     exp_id, parent = tracking.setup_study(
         tracking_uri, spec.name, out, parent,
         params={"description": spec.description, "budget": args.budget, "algorithm": spec.algorithm,
-                "metric": spec.metric, "mode": spec.mode, "num_samples": num_samples, "trials": len(plan) * num_samples,
+                "selection": _selection_words(spec), "num_samples": num_samples, "trials": len(plan) * num_samples,
                 "datasets": sorted({p.dataset for p in plan}), "seeds": sorted({p.seed for p in plan})},
         tags={**env_tags, "budget": args.budget})
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": tracking_uri, "budget": args.budget,
-                                      "experiment_id": exp_id}))
+    atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": tracking_uri,
+                                              "budget": args.budget, "experiment_id": exp_id}))
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
           flush=True)
     resources = start_ray(args.address)
-    ctx = StudyContext(spec.name, args.budget, str(out), tracking_uri, exp_id, parent, spec.metric,
+    ctx = StudyContext(spec.name, args.budget, str(out), tracking_uri, exp_id, parent,
                        max(1, math.floor(args.cpus_per_trial)), env_tags)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
@@ -185,10 +274,13 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         s = spec.scheduler
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=s.get("max_t", 100),
                                   grace_period=s.get("grace_period", 1), reduction_factor=s.get("reduction_factor", 2))
-    progress = Progress(len(plan) * num_samples, spec.metric, spec.mode, concurrency)
+    sel = spec.selection()
+    tune_metric = {"metric": sel.metric, "mode": sel.mode} if sel else {}  # mixed experiments: no single metric
+    progress = Progress(len(plan) * num_samples, concurrency)
+    outage = OutageStopper(tracking_uri)
 
     def run_config(name: str) -> tune.RunConfig:
-        return tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=0, callbacks=[progress],
+        return tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=0, callbacks=[progress], stop=outage,
                               failure_config=tune.FailureConfig(max_failures=args.max_failures),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     t0 = time.monotonic()
@@ -201,7 +293,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
             tuner = tune.Tuner(
                 trainable,
                 param_space={"point": tune.grid_search([p.to_dict() for p in plan]), **search_space(spec)},
-                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=num_samples,
+                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples,
                                             max_concurrent_trials=concurrency, scheduler=scheduler,
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
                 run_config=run_config(spec.name))
@@ -213,32 +305,55 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         from ray.tune.search.optuna import OptunaSearch
 
         for i, point in enumerate(plan):
-            name = f"{spec.name}-{point.dataset}-s{point.seed}".replace(":", "_").replace("/", "_")
+            if outage.down:
+                unfinished += num_samples
+                continue
+            name = safe_name(f"{spec.name}-{point.dataset}-s{point.seed}", 120, "-_.")
             path = str(out / "ray" / name)
             fixed = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, point=point.to_dict()),
                                         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
             if args.resume and tune.Tuner.can_restore(path):
                 tuner = tune.Tuner.restore(path, fixed, resume_unfinished=True, resume_errored=True)
             else:
-                search = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=point.seed + i,
+                search = OptunaSearch(**tune_metric, seed=point.seed + i,
                                       storage=f"sqlite:///{out / 'optuna.db'}", study_name=name)
                 tuner = tune.Tuner(fixed, param_space=search_space(spec), tune_config=tune.TuneConfig(
-                    metric=spec.metric, mode=spec.mode, num_samples=num_samples, search_alg=search,
+                    **tune_metric, num_samples=num_samples, search_alg=search,
                     max_concurrent_trials=concurrency, scheduler=scheduler),
                     run_config=run_config(name))
             grid = tuner.fit()
             errors += grid.num_errors
             unfinished += _unfinished(grid)
             _print_errors(grid)
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking_uri).set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
-    if unfinished:
-        print(f"interrupted: {unfinished} trial(s) unfinished; continue with the same command and --resume",
+    elapsed = time.monotonic() - t0
+    resume_hint = "continue with the same command and --resume"
+    if outage.down:
+        print(f"error: the MLflow tracking server {tracking_uri} stopped answering during the study; finished "
+              f"trials keep their results and checkpoints under {out}; when the server is back, {resume_hint}",
               file=sys.stderr)
-    paths = export_study(tracking_uri, spec.name, out / "exports" / spec.name, parent)
-    _summary(paths, spec, time.monotonic() - t0, resources)
-    return 1 if errors or unfinished else 0
+        return 1
+    try:
+        client = tracking.MlflowClient(tracking_uri)
+        killed = tracking.mark_unfinished(client, exp_id, parent) if unfinished or errors else 0
+        client.set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
+        paths = export_study(tracking_uri, spec.name, export_dir(out, spec.name), parent)
+    except (MlflowException, OSError) as exc:
+        print(f"error: MLflow at {tracking_uri} failed at the end of the study ({str(exc).splitlines()[0]}); "
+              f"{resume_hint} once it answers", file=sys.stderr)
+        return 1
+    if unfinished:
+        print(f"interrupted: {unfinished} trial(s) unfinished ({killed} MLflow run(s) marked KILLED); {resume_hint}",
+              file=sys.stderr)
+    ok = _summary(paths, spec, elapsed, resources, interrupted=bool(unfinished))
+    if not ok and not unfinished:
+        print("error: no trial finished ok (see the statuses above)", file=sys.stderr)
+    return 1 if errors or unfinished or not ok else 0
+
+
+def _selection_words(spec: StudySpec) -> str:
+    sel = spec.selection()
+    return f"{sel.metric} ({sel.mode})" if sel else "per experiment (" + ", ".join(
+        sorted({f"{e}: {SELECTION[e].metric}" for e in spec.experiments()})) + ")"
 
 
 def _unfinished(grid) -> int:
@@ -249,7 +364,7 @@ def _unfinished(grid) -> int:
 def _trial_name(trial) -> str:
     p = trial.config.get("point", {})
     label = f"{p.get('label', 'trial')}-{p.get('dataset', '')}-s{p.get('seed', '')}"
-    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in label)[:80] + f"-{trial.trial_id}"
+    return f"{safe_name(label, 80, '-_.=')}-{trial.trial_id}"
 
 
 def _trial_dirname(trial) -> str:
@@ -262,19 +377,28 @@ def _print_errors(grid) -> None:
               file=sys.stderr)
 
 
-def _summary(paths: dict[str, Path], spec: StudySpec, elapsed: float, resources: dict) -> None:
+def _resources_words(resources: dict) -> str:
+    nodes = sum(1 for k in resources if k.startswith("node:") and not k.startswith("node:__internal"))
+    return (f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs on {max(nodes, 1)} "
+            f"node{'s' if nodes > 1 else ''}")
+
+
+def _summary(paths: dict[str, Path], spec: StudySpec, elapsed: float, resources: dict, interrupted: bool) -> bool:
+    """Print the end-of-study summary, sorted by each trial's own validation metric (best first); return whether
+    any trial finished ok."""
     import pandas as pd
 
     trials = pd.read_parquet(paths["trials"])
-    metric_col = "test_iou" if "test_iou" in trials.columns else "best_val"
-    print(f"\nstudy {spec.name} finished in {elapsed / 60:.1f} min on {resources}: "
-          f"{int((trials.status == 'ok').sum())} ok, {int((trials.status == 'error').sum())} failed, "
-          f"{int((trials.status == 'nan_loss').sum())} NaN-loss")
-    cols = [c for c in ("arm", "dataset", "seed", "status", "best_val", "test_iou", "test_ece", "test_x0_error")
-            if c in trials.columns]
+    print(f"\nstudy {spec.name} {'interrupted' if interrupted else 'finished'} after {elapsed / 60:.1f} min on "
+          f"{_resources_words(resources)}: {status_summary(trials.status)}")
+    cols = [c for c in ("arm", "dataset", "seed", "status", "selection_metric", "best_val", "test_iou", "test_ece",
+                        "test_x0_error") if c in trials.columns]
+    sign = trials.selection_metric.map(lambda m: -1.0 if METRIC_MODE.get(m) == "min" else 1.0)
+    order = trials.assign(_score=-(trials.best_val * sign)).sort_values(["dataset", "_score"], na_position="last")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print(trials[cols].sort_values(["dataset", metric_col], ascending=[True, False]).to_string(index=False))
+        print(order[cols].to_string(index=False))
     print(f"exports: {paths['trials'].parent}")
+    return bool(trials.status.isin(FINISHED).any())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,14 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ..data.cache import atomic_write_text
+from ..experiments.result import ERROR, EXPORT_TABLES, FINISHED, MASK_ERROR, RESULT_ARTIFACT, STUDY_META, TrialResult
+from ..io import atomic_path, atomic_write_text
 from .tracking import flatten
 
 TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
                  "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
                  "end_time", "wall_time_s", "train_time_s", "eval_time_s", "step", "best_step", "best_val",
-                 "selection_metric", "selection", "params", "git_commit", "hardware"]
+                 "selection_metric", "selection", "n_params", "git_commit", "hardware"]
 
 
 def _all_runs(client: MlflowClient, exp_id: str, filter_string: str) -> list:
@@ -49,13 +50,13 @@ def find_parent(client: MlflowClient, study: str, parent_run_id: str | None = No
     return exp.experiment_id, parents[0]
 
 
-def _result(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+def _result(client: MlflowClient, run_id: str) -> TrialResult | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(run_id, "result.json", tmp)
+            path = client.download_artifacts(run_id, RESULT_ARTIFACT, tmp)
         except Exception:
             return None
-        return json.loads(Path(path).read_text())
+        return TrialResult.from_dict(json.loads(Path(path).read_text()))
 
 
 def _missing(v: Any) -> bool:
@@ -88,14 +89,14 @@ CONDITIONING_COLUMNS = ["dataset", "architecture", "seed", "e2_trial_id", "partn
 def conditioning_pairs(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Mask error over t with the image (E2) and without it (the matching E3 trial: ``partner = "e3"``; or the
     same E2 model trained with condition dropout: ``partner = "cond_dropout"``), one row per pair and t."""
-    ok = trials[trials.status.isin(["ok", "early_stopped"])].copy()
+    ok = trials[trials.status.isin(FINISHED)].copy()
     if ok.empty or not {"e2", "e3"} & set(ok.experiment.dropna()):
         return pd.DataFrame(columns=CONDITIONING_COLUMNS)
     for k in PAIR_KEYS:
         if k not in ok:
             ok[k] = None
     ok["pair_key"] = ok[PAIR_KEYS].apply(lambda r: "|".join(map(str, r)), axis=1)
-    err = curves[curves.kind == "mask_error"]
+    err = curves[curves.kind == MASK_ERROR]
     rows = []
     for e2 in ok[ok.experiment == "e2"].itertuples():
         own = err[err.trial_id == e2.trial_id]
@@ -131,25 +132,24 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
                "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT}
         row["wall_time_s"] = ((info.end_time - info.start_time) / 1000) if info.end_time else None
         if res is None:
-            row.update({"status": "error" if info.status == "FAILED" else info.status.lower()})
+            row.update({"status": ERROR if info.status == "FAILED" else info.status.lower()})
             trials.append(row)
             continue
-        cfg = res["config"]
-        row.update({"status": res["status"], "dataset_hash": res["dataset_hash"], "experiment": cfg["experiment"],
-                    "architecture": cfg["model"]["architecture"], "train_time_s": res["train_time_s"],
-                    "eval_time_s": res.get("eval_time_s"), "step": res["step"], "best_step": res["best_step"],
-                    "best_val": res["best_val"], "selection_metric": res["selection_metric"],
-                    "selection": res.get("selection", "best_val"),
-                    "params": res["params"]})
-        hashes[res["dataset"]] = res["dataset_hash"]
-        row.update({k: v for k, v in res["metrics"].items()})
+        cfg = res.config
+        row.update({"status": res.status, "dataset_hash": res.dataset_hash, "experiment": cfg["experiment"],
+                    "architecture": cfg["model"]["architecture"], "train_time_s": res.train_time_s,
+                    "eval_time_s": res.eval_time_s, "step": res.step, "best_step": res.best_step,
+                    "best_val": res.best_val, "selection_metric": res.selection_metric, "selection": res.selection,
+                    "n_params": res.n_params})
+        hashes[res.dataset] = res.dataset_hash
+        row.update(res.metrics)
         row.update({f"cfg.{k}": v for k, v in flatten(cfg).items()})
         trials.append(row)
-        history += [{"trial_id": tid, **h} for h in res["history"]]
-        curves += [{"trial_id": tid, "kind": c["kind"], "conditioned": c["conditioned"], "t": t, "value": v}
-                   for c in res["curves"] for t, v in zip(c["t"], c["value"], strict=True)]
-        images += [{"trial_id": tid, **r} for r in res["per_image"]]
-        reliability += [{"trial_id": tid, **r} for r in res["reliability"]]
+        history += [{"trial_id": tid, **h} for h in res.history]
+        curves += [{"trial_id": tid, "kind": c.kind, "conditioned": c.conditioned, "t": t, "value": v}
+                   for c in res.curves for t, v in zip(c.t, c.value, strict=True)]
+        images += [{"trial_id": tid, **r} for r in res.per_image]
+        reliability += [{"trial_id": tid, **r} for r in res.reliability]
     dest.mkdir(parents=True, exist_ok=True)
     tdf = pd.DataFrame(trials)
     for col in TRIAL_COLUMNS:
@@ -160,7 +160,7 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
                 "experiment", "architecture", "budget", "status", "mlflow_status", "selection_metric",
                 "selection", "git_commit", "hardware"):
         tdf[col] = tdf[col].astype("string")
-    for col in ("seed", "step", "best_step", "params"):
+    for col in ("seed", "step", "best_step", "n_params"):
         tdf[col] = pd.to_numeric(tdf[col]).astype("Int64")
     for col in ("wall_time_s", "train_time_s", "eval_time_s", "best_val"):
         tdf[col] = pd.to_numeric(tdf[col]).astype("float64")
@@ -183,19 +183,18 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
     if "image_id" in frames["images"]:
         frames["images"]["image_id"] = frames["images"]["image_id"].astype("string")
     paths = {}
-    for name, df in frames.items():
-        path = dest / f"{name}.parquet"
-        tmp = dest / f".{name}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
+    for name in EXPORT_TABLES:
+        df, path = frames[name], dest / f"{name}.parquet"
+        with atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False)
         paths[name] = path
     p = parent.data
     meta = {"study": study, "parent_run_id": pid, "experiment_id": exp_id, "tracking_uri": tracking_uri,
             "budget": p.tags.get("budget"), "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
             "datasets": hashes, "trials": len(trials),
-            "failed": int((tdf["status"] == "error").sum()) if len(tdf) else 0,
+            "failed": int((tdf["status"] == ERROR).sum()) if len(tdf) else 0,
             "total_compute_s": float(tdf["wall_time_s"].fillna(0).sum()) if len(tdf) else 0.0,
             "description": p.params.get("description", "")}
-    atomic_write_text(dest / "study.json", json.dumps(meta, indent=1))
-    paths["study"] = dest / "study.json"
+    atomic_write_text(dest / STUDY_META, json.dumps(meta, indent=1))
+    paths["study"] = dest / STUDY_META
     return paths

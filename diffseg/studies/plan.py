@@ -4,7 +4,6 @@ per dataset and fingerprint values resolved per dataset (``fingerprint.load_or_c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,3 @@ def describe_plan(points: list[TrialPoint]) -> str:
         lines.append(f"{i:3d}  {p.label[:34]:34s} {p.dataset[:22]:22s} {p.seed:4d}  {c.get('experiment', ''):10s}  "
                      f"{c.get('train.steps', ''):5}  {c.get('data.resolution', '')}")
     return "\n".join(lines)
-
-
-def plan_json(points: list[TrialPoint]) -> str:
-    return json.dumps([p.to_dict() for p in points])

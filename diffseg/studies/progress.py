@@ -1,5 +1,5 @@
-"""A live one-line progress view for the driver: trials pending / running / done / failed, best so far,
-elapsed and estimated remaining time."""
+"""The driver's Tune hooks: a live one-line progress view (trials pending / running / done / failed, best so far,
+elapsed and estimated remaining time) and a stopper that ends the study when its tracking server stops answering."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import time
 
 from ray import tune
 
+from ..experiments.result import SELECTION
+from . import tracking
+
 
 class Progress(tune.Callback):
-    def __init__(self, total: int, metric: str, mode: str, concurrency: int):
-        self.total, self.metric, self.mode, self.concurrency = total, metric, mode, max(1, concurrency)
+    def __init__(self, total: int, concurrency: int):
+        self.total, self.concurrency = total, max(1, concurrency)
         self.t0 = time.monotonic()
-        self.best: float | None = None
+        self.best: dict[str, float] = {}  # selection metric -> best value so far (each with its own mode)
         self._finished: set[str] = set()
         self._failed: set[str] = set()
         self._durations: list[float] = []
@@ -37,9 +40,9 @@ class Progress(tune.Callback):
         if self._durations:
             remaining = math.ceil((pending + running) / self.concurrency)
             eta = f"{remaining * sum(self._durations) / len(self._durations) / 60:.1f} min"
-        best = "-" if self.best is None else f"{self.best:.4f}"
+        best = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.best.items())) or "-"
         return (f"[{elapsed / 60:5.1f} min] trials: {pending} pending, {running} running, {self.done} done, "
-                f"{self.failed} failed | best {self.metric} {best} | ETA {eta}")
+                f"{self.failed} failed | best {best} | ETA {eta}")
 
     def _print(self) -> None:
         print(self._line(), file=sys.stdout, flush=True)  # looked up per call: Tune pickles callbacks
@@ -50,10 +53,10 @@ class Progress(tune.Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        v = result.get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
-                self.best = float(v)
+        for sel in set(SELECTION.values()):
+            v = result.get(sel.metric)
+            if isinstance(v, (int, float)) and math.isfinite(v) and sel.better(v, self.best.get(sel.metric)):
+                self.best[sel.metric] = float(v)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished.add(trial.trial_id)
@@ -64,3 +67,21 @@ class Progress(tune.Callback):
         self._failed.add(trial.trial_id)
         self._finished.discard(trial.trial_id)
         self._print()
+
+
+class OutageStopper(tune.Stopper):
+    """A Tune stopper that ends the whole experiment when an HTTP tracking server stops answering (probed at
+    most every ``every_s`` seconds), so trials do not start one after another only to fail on MLflow."""
+
+    def __init__(self, tracking_uri: str, every_s: float = 10.0):
+        self.uri, self.every_s, self.down, self._last = tracking_uri, every_s, False, 0.0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if not self.down and self.uri.startswith(("http://", "https://")) \
+                and time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            self.down = tracking.probe(self.uri) is not None
+        return self.down

@@ -6,8 +6,10 @@ of dotted keys plus an optional ``label``), ``search`` (sampled dimensions: ``{t
 ``{type: uniform|loguniform, low, high}``, ``{type: randint, low, high}``), ``algorithm`` (``grid``: the grid
 times ``num_samples`` draws of the search dimensions; ``optuna``: Optuna TPE over the search dimensions, one
 persistent Optuna study per dataset and seed), ``num_samples``, ``scheduler`` (``{type: asha, grace_period,
-reduction_factor, max_t}``), ``metric`` and ``mode`` (what trials are selected on: a validation metric),
-``seeds``, ``datasets``, ``budgets`` (per-budget overrides of dotted keys; ``seeds``/``datasets`` allowed too).
+reduction_factor, max_t}``), ``seeds``, ``datasets``, ``budgets`` (per-budget overrides of dotted keys;
+``seeds``/``datasets`` allowed too). What trials are selected on (metric and mode) is not a study setting: each
+experiment owns it (``experiments.result.SELECTION``); a study whose arms mix experiments with different metrics
+cannot use ASHA or Optuna, which need one metric.
 
 Special values resolved per dataset at study start from its fingerprint: ``diffusion.weighting: fingerprint``,
 ``diffusion.timestep_sampler: fingerprint`` and ``diffusion.final_noise: fingerprint``.
@@ -25,15 +27,16 @@ import yaml
 from ..budgets import BUDGETS, budget_overlay
 from ..data.registry import get_spec
 from ..experiments.config import SECTIONS, TrialConfig
+from ..experiments.result import SELECTION, Selection
+from ..registry import suggest
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("description", "experiment", "fixed", "grid", "search", "algorithm", "num_samples", "scheduler",
-            "metric", "mode", "seeds", "datasets", "budgets")
+            "seeds", "datasets", "budgets")
 DIM_TYPES = {"choice": ("values",), "uniform": ("low", "high"), "loguniform": ("low", "high"),
              "randint": ("low", "high")}
 FINGERPRINT = "fingerprint"
 FINGERPRINT_KEYS = ("diffusion.weighting", "diffusion.timestep_sampler", "diffusion.final_noise")
-METRICS = {"val_iou": "max", "val_x0_error": "min"}
 
 
 class SpecError(ValueError):
@@ -58,8 +61,6 @@ class StudySpec:
     algorithm: str = "grid"
     num_samples: int = 1
     scheduler: dict[str, Any] | None = None
-    metric: str = "val_iou"
-    mode: str = "max"
     seeds: list[int] = field(default_factory=lambda: [0])
     datasets: list[str] = field(default_factory=list)
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -80,9 +81,24 @@ class StudySpec:
         for combo in itertools.product(*axes) if axes else [()]:
             over: dict[str, Any] = {}
             for arm in combo:
+                clash = sorted(set(over) & set(arm.overrides))
+                if clash:
+                    raise SpecError(f"{self.path}: grid axes set the same key(s) {clash} (arm {arm.label!r}); "
+                                    "each key may be set by one axis only")
                 over.update(arm.overrides)
             out.append(Arm("/".join(a.label for a in combo) or "default", over))
         return out
+
+    def experiments(self) -> list[str]:
+        """The experiment of every arm, in arm order."""
+        base = self.fixed.get("experiment", self.experiment)
+        return [arm.overrides.get("experiment", base) for arm in self.arms()]
+
+    def selection(self) -> Selection | None:
+        """The selection metric and mode shared by every arm (``SELECTION`` of their experiments), or None when
+        the arms' experiments select on different metrics (each trial then uses its own)."""
+        found = {SELECTION[e] for e in self.experiments() if e in SELECTION}
+        return found.pop() if len(found) == 1 else None
 
     def for_budget(self, budget: str, dataset: str | None = None) -> tuple[dict[str, Any], list[int], list[str]]:
         """(config overlay of the budget for ``dataset`` and the study's budget overrides, seeds, datasets)."""
@@ -115,6 +131,40 @@ def list_studies() -> dict[str, str]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+# top-level key -> (accepted types, words for the message)
+SHAPES = {"description": (str, "a string"), "experiment": (str, "a string"), "fixed": (dict, "a mapping"),
+          "grid": (dict, "a mapping of axes"), "search": (dict, "a mapping of dimensions"),
+          "algorithm": (str, "a string"), "num_samples": (int, "an integer"),
+          "scheduler": ((dict, type(None)), "a mapping"), "seeds": (list, "a list of integers"),
+          "datasets": (list, "a list of dataset names"), "budgets": (dict, "a mapping of budgets")}
+
+
+def _check_shapes(path: Path, raw: dict[str, Any]) -> None:
+    for key, value in raw.items():
+        types_, words = SHAPES[key]
+        if not isinstance(value, types_) or isinstance(value, bool):
+            raise SpecError(f"{path}: {key} must be {words}, got {value!r}")
+    for key, value in raw.get("budgets", {}).items():
+        if not isinstance(value, dict):
+            raise SpecError(f"{path}: budgets.{key} must be a mapping of config keys, got {value!r}")
+    if not all(isinstance(d, str) for d in raw.get("datasets", [])):
+        raise SpecError(f"{path}: datasets must be a list of dataset names, got {raw['datasets']!r}")
+
+
 def load_spec(name_or_path: str) -> StudySpec:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -123,14 +173,20 @@ def load_spec(name_or_path: str) -> StudySpec:
             raise SpecError(f"unknown study {name_or_path!r}; allowed: {sorted(list_studies())}")
     try:
         with open(path) as fh:
-            raw = yaml.safe_load(fh) or {}
+            raw = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: cannot read study file ({exc})") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a study file must be a mapping")
+    owned = sorted({"metric", "mode"} & set(raw))
+    if owned:
+        raise SpecError(f"{path}: {owned}: the selection metric and mode are set by each trial's experiment "
+                        f"({', '.join(f'{e}: {s.metric} ({s.mode})' for e, s in SELECTION.items())}); "
+                        "remove the key(s)")
     unknown = sorted(set(raw) - set(TOP_KEYS))
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {unknown}; allowed: {list(TOP_KEYS)}")
+    _check_shapes(path, raw)
     spec = StudySpec(name=path.stem, path=path, **raw)
     validate(spec)
     return spec
@@ -139,7 +195,8 @@ def load_spec(name_or_path: str) -> StudySpec:
 def _check_keys(path: Path, where: str, keys, allowed: set[str]) -> None:
     bad = sorted(k for k in keys if k not in allowed)
     if bad:
-        raise SpecError(f"{path}: {where}: unknown config key(s) {bad}; allowed: {sorted(allowed)}")
+        raise SpecError(f"{path}: {where}: unknown config key(s) {bad}; "
+                        + "; ".join(f"{k!r}: {suggest(k, allowed)}" for k in bad))
 
 
 def _placeholder(over: dict[str, Any]) -> dict[str, Any]:
@@ -163,15 +220,20 @@ def validate(spec: StudySpec, budgets: tuple[str, ...] = tuple(BUDGETS)) -> None
     p = spec.path
     allowed = config_keys()
     _check_keys(p, "fixed", spec.fixed, allowed)
+    labels = [a.label for a in spec.arms()]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise SpecError(f"{p}: arm label(s) {twice} occur more than once; give each arm its own label")
     if spec.algorithm not in ("grid", "optuna"):
         raise SpecError(f"{p}: algorithm={spec.algorithm!r} is not allowed; allowed: ['grid', 'optuna']")
     if spec.algorithm == "optuna" and (spec.grid or not spec.search):
         raise SpecError(f"{p}: algorithm 'optuna' needs search dimensions and takes no grid axes")
-    if spec.mode not in ("max", "min"):
-        raise SpecError(f"{p}: mode={spec.mode!r} is not allowed; allowed: ['max', 'min']")
-    if spec.metric not in METRICS:
-        raise SpecError(f"{p}: metric={spec.metric!r} is not allowed; allowed: {sorted(METRICS)} "
-                        "(studies select on validation metrics only)")
+    bad_exp = sorted({str(e) for e in spec.experiments() if e not in SELECTION})
+    if bad_exp:
+        raise SpecError(f"{p}: experiment(s) {bad_exp} not allowed; allowed: {sorted(SELECTION)}")
+    if spec.selection() is None and (spec.scheduler is not None or spec.algorithm == "optuna"):
+        raise SpecError(f"{p}: the arms mix experiments that select on different metrics "
+                        f"({sorted({SELECTION[e].metric for e in spec.experiments()})}); ASHA and Optuna need one")
     if not isinstance(spec.num_samples, int) or spec.num_samples < 1:
         raise SpecError(f"{p}: num_samples must be a positive integer, got {spec.num_samples!r}")
     if not spec.datasets:

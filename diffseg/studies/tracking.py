@@ -19,6 +19,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ..experiments.result import RESULT_ARTIFACT, TrialResult
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
 _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
@@ -64,6 +66,32 @@ def environment_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"version.{pkg}"] = "not installed"
     return tags
+
+
+def probe(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """None when the tracking store answers, else why not (an HTTP server's ``/health`` within ``timeout`` s)."""
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as r:
+            if r.status == 200:
+                return None
+            reason = f"HTTP {r.status}"
+    except OSError as exc:
+        reason = str(getattr(exc, "reason", exc))
+    return (f"the MLflow tracking server {tracking_uri} does not answer ({reason}); start it, or check "
+            "--tracking-uri")
+
+
+def mark_unfinished(client: MlflowClient, exp_id: str, parent_id: str) -> int:
+    """Mark the parent's child runs still RUNNING (their trials were stopped) as KILLED; return how many."""
+    runs = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                                      "attributes.status = 'RUNNING'", max_results=5000)
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)
 
 
 def default_tracking_uri(out: Path) -> str:
@@ -130,23 +158,23 @@ def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) ->
         client.log_artifact(run_id, str(path))
 
 
-def log_trial_result(client: MlflowClient, run_id: str, result: dict[str, Any]) -> None:
+def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> None:
     """Final metrics, per-t curves (as metrics with step = t and as a table), per-image metrics, reliability,
-    the whole result as JSON, and the uncertainty gallery PNG."""
-    log_metrics(client, run_id, result.get("metrics", {}), step=result.get("step", 0))
-    for c in result.get("curves", []):
-        key = f"curve.{c['kind']}.{'cond' if c['conditioned'] else 'uncond'}"
+    the whole result as JSON (``RESULT_ARTIFACT``, what the export reads), and the uncertainty gallery PNG."""
+    log_metrics(client, run_id, result.metrics, step=result.step)
+    for c in result.curves:
+        key = f"curve.{c.kind}.{'cond' if c.conditioned else 'uncond'}"
         ts = int(time.time() * 1000)
-        items = [Metric(key, float(v), ts, int(t)) for t, v in zip(c["t"], c["value"], strict=True)
-                 if math.isfinite(v)]
+        items = [Metric(key, float(v), ts, int(t)) for t, v in zip(c.t, c.value, strict=True) if math.isfinite(v)]
         for i in range(0, len(items), 1000):
             client.log_batch(run_id, metrics=items[i : i + 1000])
-    client.log_batch(run_id, tags=[RunTag("dataset_hash", str(result.get("dataset_hash"))),
-                                   RunTag("trial_status", str(result.get("status")))])
-    log_json_artifact(client, run_id, result.get("curves", []), "curves.json")
-    log_json_artifact(client, run_id, result.get("per_image", []), "per_image.json")
-    log_json_artifact(client, run_id, result, "result.json")
-    gallery = result.get("artifacts", {}).get("gallery")
+    client.log_batch(run_id, tags=[RunTag("dataset_hash", result.dataset_hash),
+                                   RunTag("trial_status", result.status)])
+    d = result.to_dict()
+    log_json_artifact(client, run_id, d["curves"], "curves.json")
+    log_json_artifact(client, run_id, result.per_image, "per_image.json")
+    log_json_artifact(client, run_id, d, RESULT_ARTIFACT)
+    gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
 

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from ..experiments import TrialConfig, train_trial
+from ..experiments.result import NAN_LOSS
 from ..fingerprint import load_fingerprint
 from . import tracking
 
@@ -27,7 +28,6 @@ class StudyContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    metric: str
     threads: int
     env_tags: dict[str, str]
 
@@ -82,9 +82,9 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         tracking.finish_run(client, run_id, ok=False)
         raise
     tracking.log_trial_result(client, run_id, result)
-    tracking.finish_run(client, run_id, ok=result["status"] != "nan_loss")
-    final = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    final.update({"step": result["step"], "status": result["status"], "mlflow_run_id": run_id,
-                  result["selection_metric"]: result["best_val"] if result["best_val"] is not None else float("nan"),
+    tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)
+    final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    final.update({"step": result.step, "status": result.status, "mlflow_run_id": run_id,
+                  result.selection_metric: result.best_val if result.best_val is not None else float("nan"),
                   "done_training": True})
     tune.report(final)

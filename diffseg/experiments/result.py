@@ -1,0 +1,127 @@
+"""The trial-result contract: what ``train_trial`` returns and what tracking, export, report and the trained-curve
+reader read. Statuses, curve kinds, selection rules and export file names are defined here once and imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# --- statuses of a trial (the exported ``status`` column) ---------------------------------------------------------
+OK = "ok"
+EARLY_STOPPED = "early_stopped"
+NAN_LOSS = "nan_loss"  # the loss became NaN/inf: the trial ends without evaluation
+ERROR = "error"  # the trial raised (set by the export from the MLflow run status; never returned by a trial)
+FINISHED = (OK, EARLY_STOPPED)  # trials with evaluated metrics
+STATUSES = (OK, EARLY_STOPPED, NAN_LOSS, ERROR)
+
+# --- curve kinds (``curves.parquet`` ``kind``) ---------------------------------------------------------------------
+MASK_ERROR = "mask_error"  # normalised mask-prediction error over t (E2 with the image, E3 without)
+IMAGE_ERROR = "image_error"  # image-prediction error over t (E4)
+TRAIN_LOSS = "train_loss"  # eps-MSE over t, binned
+TRAIN_LOSS_WEIGHTED = "train_loss_weighted"  # the loss actually optimised over t, binned
+CURVE_KINDS = (MASK_ERROR, IMAGE_ERROR, TRAIN_LOSS, TRAIN_LOSS_WEIGHTED)
+
+# --- which weights are evaluated -----------------------------------------------------------------------------------
+BEST_VAL = "best_val"  # the EMA weights of the best validation
+FINAL_EMA = "final_ema"  # the last EMA weights (data.retrain: validation was trained on)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The validation metric a trial is selected on, and whether larger is better."""
+
+    metric: str
+    mode: str  # "max" | "min"
+
+    def better(self, value: float, best: float | None) -> bool:
+        return best is None or (value > best if self.mode == "max" else value < best)
+
+    @property
+    def ascending(self) -> bool:
+        """Sort order that puts the best first."""
+        return self.mode == "min"
+
+
+SELECTION = {"e1": Selection("val_iou", "max"), "e2": Selection("val_iou", "max"),
+             "e3": Selection("val_x0_error", "min"), "e4": Selection("val_x0_error", "min")}
+METRIC_MODE = {s.metric: s.mode for s in SELECTION.values()}
+
+# --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
+EXPORT_TABLES = ("trials", "history", "curves", "images", "reliability", "conditioning")
+STUDY_META = "study.json"
+RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
+
+
+def export_dir(out: Path, study: str) -> Path:
+    return Path(out) / "exports" / study
+
+
+def export_path(out: Path, study: str, table: str) -> Path:
+    if table not in EXPORT_TABLES:
+        raise ValueError(f"unknown export table {table!r}; allowed: {list(EXPORT_TABLES)}")
+    return export_dir(out, study) / f"{table}.parquet"
+
+
+@dataclass
+class Curve:
+    kind: str
+    conditioned: bool  # the model saw its condition (the image, for E1/E2)
+    t: list[float]
+    value: list[float]
+
+
+@dataclass
+class TrialResult:
+    status: str
+    config: dict[str, Any]  # TrialConfig.to_dict()
+    dataset: str
+    dataset_hash: str
+    step: int
+    n_params: int
+    selection_metric: str
+    selection: str  # BEST_VAL | FINAL_EMA
+    best_step: int
+    best_val: float | None
+    train_time_s: float
+    output_dir: str
+    schedule: dict[str, Any]
+    eval_time_s: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    reliability: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {list(STATUSES)}")
+        self.curves = [c if isinstance(c, Curve) else Curve(**c) for c in self.curves]
+        for c in self.curves:
+            if c.kind not in CURVE_KINDS:
+                raise ValueError(f"curve kind {c.kind!r} is not one of {list(CURVE_KINDS)}")
+
+    def curve(self, kind: str, conditioned: bool | None = None) -> Curve | None:
+        for c in self.curves:
+            if c.kind == kind and (conditioned is None or c.conditioned == conditioned):
+                return c
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def status_summary(statuses) -> str:
+    """"3 ok, 1 early stopped, 1 failed, 0 NaN loss of 5": the counts of an iterable of statuses, in words."""
+    s = list(statuses)
+    words = {OK: "ok", EARLY_STOPPED: "early stopped", ERROR: "failed", NAN_LOSS: "NaN loss"}
+    parts = [f"{sum(x == k for x in s)} {w}" for k, w in words.items()]
+    other = sum(x not in words for x in s)
+    return ", ".join(parts) + (f", {other} unfinished" if other else "") + f" of {len(s)}"

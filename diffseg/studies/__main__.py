@@ -1,0 +1,7 @@
+"""``python -m diffseg.studies``: the same command as its top-level script (``--help``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
