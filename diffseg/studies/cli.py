@@ -248,7 +248,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
 
     from . import tracking
     from .export import export_study
-    from .progress import OutageStopper, Progress
+    from .progress import OutageWatch, Progress
     from .trainable import StudyContext, run_trial
 
     state_path = _state_path(out, spec.name)
@@ -277,10 +277,10 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
     sel = spec.selection()
     tune_metric = {"metric": sel.metric, "mode": sel.mode} if sel else {}  # mixed experiments: no single metric
     progress = Progress(len(plan) * num_samples, concurrency)
-    outage = OutageStopper(tracking_uri)
+    outage = OutageWatch(tracking_uri)
 
     def run_config(name: str) -> tune.RunConfig:
-        return tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=0, callbacks=[progress], stop=outage,
+        return tune.RunConfig(name=name, storage_path=str(out / "ray"), verbose=0, callbacks=[progress, outage],
                               failure_config=tune.FailureConfig(max_failures=args.max_failures),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     t0 = time.monotonic()
@@ -305,7 +305,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         from ray.tune.search.optuna import OptunaSearch
 
         for i, point in enumerate(plan):
-            if outage.down:
+            if outage.down or tracking.probe(tracking_uri):
                 unfinished += num_samples
                 continue
             name = safe_name(f"{spec.name}-{point.dataset}-s{point.seed}", 120, "-_.")
@@ -327,7 +327,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
             _print_errors(grid)
     elapsed = time.monotonic() - t0
     resume_hint = "continue with the same command and --resume"
-    if outage.down:
+    if outage.down or tracking.probe(tracking_uri):  # (Tune may run a copy of the callback)
         print(f"error: the MLflow tracking server {tracking_uri} stopped answering during the study; finished "
               f"trials keep their results and checkpoints under {out}; when the server is back, {resume_hint}",
               file=sys.stderr)

@@ -1,9 +1,11 @@
 """The driver's Tune hooks: a live one-line progress view (trials pending / running / done / failed, best so far,
-elapsed and estimated remaining time) and a stopper that ends the study when its tracking server stops answering."""
+elapsed and estimated remaining time) and a watch that ends the study when its tracking server stops answering."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 import time
 
@@ -69,19 +71,19 @@ class Progress(tune.Callback):
         self._print()
 
 
-class OutageStopper(tune.Stopper):
-    """A Tune stopper that ends the whole experiment when an HTTP tracking server stops answering (probed at
-    most every ``every_s`` seconds), so trials do not start one after another only to fail on MLflow."""
+class OutageWatch(tune.Callback):
+    """Ends the study like a Ctrl-C when its HTTP tracking server stops answering (probed at most every
+    ``every_s`` seconds): Tune saves the experiment with the unfinished trials restorable, so ``--resume`` continues
+    them, instead of trials starting one after another only to fail on MLflow."""
 
     def __init__(self, tracking_uri: str, every_s: float = 10.0):
         self.uri, self.every_s, self.down, self._last = tracking_uri, every_s, False, 0.0
 
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        if not self.down and self.uri.startswith(("http://", "https://")) \
-                and time.monotonic() - self._last >= self.every_s:
-            self._last = time.monotonic()
-            self.down = tracking.probe(self.uri) is not None
-        return self.down
+    def on_step_begin(self, iteration, trials, **info):
+        if self.down or not self.uri.startswith(("http://", "https://")) \
+                or time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        if tracking.probe(self.uri) is not None:
+            self.down = True
+            os.kill(os.getpid(), signal.SIGINT)  # Tune's own interrupt path: stop, save state, return

@@ -13,8 +13,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from ..experiments import TrialConfig, train_trial
-from ..experiments.result import NAN_LOSS
+from ..experiments.result import NAN_LOSS, RESULT_ARTIFACT
 from ..fingerprint import load_fingerprint
+from ..io import atomic_write_text
 from . import tracking
 
 
@@ -81,6 +82,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     except Exception:
         tracking.finish_run(client, run_id, ok=False)
         raise
+    atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
     tracking.log_trial_result(client, run_id, result)
     tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)
     final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
