@@ -160,3 +160,53 @@ def test_check_lists_every_problem_in_one_pass(tmp_path, capsys):
     text = "\n".join(problems)
     assert len(problems) == 3, problems
     assert "has no mask" in text and str(truncated) in text and "differs from image" in text
+
+
+def _nnunet(root, labels, cases=3, channel_files=1, size=(24, 20)):
+    """A small nnU-Net v2 raw dataset of 2-D PNGs, as nnU-Net's dataset conversion scripts write them."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    channel_names = {"0": "R", "1": "G", "2": "B"} if channel_files == 3 else {"0": "RGB"}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": channel_names, "labels": labels,
+                                                   "numTraining": cases, "file_ending": ".png"}))
+    rng = np.random.default_rng(0)
+    for i in range(cases):
+        name = f"case{i:03d}"
+        if channel_files == 3:
+            for c in range(3):
+                Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8)).save(
+                    root / "imagesTr" / f"{name}_{c:04d}.png")
+        else:
+            Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+                root / "imagesTr" / f"{name}_0000.png")
+        lab = np.zeros((size[1], size[0]), np.uint8)
+        lab[:8] = 1
+        lab[-5:] = max(labels.values())
+        Image.fromarray(lab).save(root / "labelsTr" / f"{name}.png")
+
+
+@pytest.mark.parametrize("channel_files", [1, 3])
+def test_nnunet_raw_dataset_reads_as_it_is(tmp_path, capsys, channel_files):
+    root = tmp_path / "Dataset001_Toy"
+    _nnunet(root, {"background": 0, "lesion": 1}, channel_files=channel_files)
+    ds = load_dataset(f"nnunet:{root}", PrepConfig(16), cache_dir=tmp_path / "cache")
+    assert len(ds) == 3 and ds.images.shape == (3, 16, 16, 3) and 0 < ds.masks.mean() < 1
+    assert data_main(["check", "--dataset", f"nnunet:{root}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cases"] == 3
+
+
+def test_nnunet_multi_label_needs_a_label(tmp_path, capsys):
+    root = tmp_path / "Dataset002_Two"
+    _nnunet(root, {"background": 0, "liver": 1, "tumour": 2})
+    assert data_main(["check", "--dataset", f"nnunet:{root}"]) == 2
+    err = capsys.readouterr().err
+    assert "2 foreground labels" in err and "'liver': 1" in err and "'tumour': 2" in err and "--label" in err
+    assert data_main(["check", "--dataset", f"nnunet:{root}", "--label", "tumour", "--json"]) == 0
+    tumour = json.loads(capsys.readouterr().out)["foreground_fraction"]["mean"]
+    liver = load_dataset(f"nnunet:{root}?label=liver", PrepConfig(20), cache_dir=tmp_path / "c").masks.mean()
+    assert abs(tumour - 5 / 20) < 1e-6 and abs(liver - 8 / 20) < 0.05
+    assert data_main(["check", "--dataset", f"nnunet:{root}", "--label", "spleen"]) == 2
+    assert "label 'spleen' is not a foreground label" in capsys.readouterr().err
+    (root / "labelsTr" / "case001.png").unlink()
+    assert data_main(["check", "--dataset", f"nnunet:{root}?label=liver", "--json"]) == 2
+    assert "case 'case001' has no label" in json.loads(capsys.readouterr().out)["problems"][0]

@@ -149,7 +149,6 @@ def test_medsegdiff_aux_head_adds_its_loss():
     assert (out_aux.loss - out_plain.loss).min() > 0.5
 
 
-@pytest.mark.slow
 def _baseline_iou(dataset: str, resolution: int, limit: int) -> float:
     """Blur + Otsu on the same test images the trial is evaluated on (computed here, not a stored number)."""
     import numpy as np
@@ -169,10 +168,11 @@ def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
     On synthetic-blob the same baseline already scores about 0.97, so a model's IoU there proves nothing."""
     from diffseg.budgets import budget_overlay
 
-    numbers = {"baseline_blur_otsu": {d: _baseline_iou(d, 64, 32) for d in ("synthetic-clusters", "synthetic-blob")}}
+    numbers = {"baseline_blur_otsu": {d: _baseline_iou(d, 48, 32) for d in ("synthetic-clusters", "synthetic-blob")}}
     assert numbers["baseline_blur_otsu"]["synthetic-blob"] >= 0.9  # the baseline works where intensity suffices
-    for experiment in ("e2", "e1"):
-        overlay = {**budget_overlay("smoke"), "data.resolution": 64, "train.batch_size": 16, "train.steps": 400,
+    # 48 px; E2 300 steps, E1 150 (E1 converges faster): measured IoU 0.53 / 0.74 against the baseline's 0.16
+    for experiment, steps in (("e2", 300), ("e1", 150)):
+        overlay = {**budget_overlay("smoke"), "data.resolution": 48, "train.batch_size": 16, "train.steps": steps,
                    "eval.test_max_images": 32, "experiment": experiment,
                    "data.dataset": "synthetic-clusters", "model.architecture": "ensemdiff"}
         r = train_trial(TrialConfig.from_dict(overlay))

@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 
 from diffseg.experiments import train_trial
 from diffseg.experiments.result import RESULT_ARTIFACT
-from tests.conftest import bin_path, free_port
+from tests.conftest import free_port, start_mlflow_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-STEPS = 60  # 60 steps of about 70 ms, a checkpoint every 10: long enough to interrupt, short enough for CI
+STEPS = 40  # 40 steps of about 70 ms, a checkpoint every 10: long enough to interrupt, short enough for CI
 FIXED = ("{model.architecture: ensemdiff, model.base_channels: 8, model.channel_mult: [1, 2], data.resolution: 32, "
          f"train.steps: {STEPS}, train.val_every: 10, train.batch_size: 8, eval.ensemble: 2, eval.steps: 2, "
          "eval.val_steps: 2, eval.val_max_images: 3, eval.test_max_images: 3, eval.curve_points: 4, "
@@ -114,39 +114,17 @@ def _matches_an_uninterrupted_run(out: Path) -> None:
         torch.set_num_threads(threads)
 
 
-def test_killed_worker_is_retried_from_its_checkpoint_identically(tmp_path):
-    spec, out = study_file(tmp_path / "faults.yaml", "[{label: uniform}]"), tmp_path / "runs"
-    proc = start(spec, out)
-    wait_for(lambda: checkpoints(out), what="a first checkpoint")
+def _kill_workers(driver: subprocess.Popen) -> None:
+    """kill -9 the trial workers of this driver's Ray (its session only)."""
     ps = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout.splitlines()
-    workers = [int(line.split()[0]) for line in ps
-               if int(line.split()[1]) == proc.pid and "ImplicitFunc" in line]
+    workers = [int(line.split()[0]) for line in ps if int(line.split()[1]) == driver.pid and "ImplicitFunc" in line]
     assert workers, "no trial worker found in the driver's session"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-    rc, log = finish(proc)
-    assert rc == 0, log
-    kids = children(MlflowClient(f"sqlite:///{out / 'mlflow.db'}"), "faults")[1]
-    assert len(kids) == 1 and kids[0].info.status == "FINISHED"
-    _matches_an_uninterrupted_run(out)
 
 
 def _server(root: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [bin_path("mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    import urllib.request
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-    wait_for(healthy, 90, "the MLflow server")
-    return proc
+    return start_mlflow_server(root / "db.sqlite", root / "artifacts", port)
 
 
 def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
@@ -156,7 +134,7 @@ def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
     spec, out = study_file(tmp_path / "faults.yaml"), tmp_path / "runs"
     proc = start(spec, out, "--tracking-uri", uri)
     wait_for(lambda: checkpoints(out), what="a first checkpoint")
-    os.killpg(server.pid, signal.SIGKILL)
+    stop_server(server, signal.SIGKILL)
     t0 = time.monotonic()
     rc, log = finish(proc, timeout=240)
     took = time.monotonic() - t0
@@ -170,10 +148,12 @@ def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
         assert len(parents) == 1 and len(kids) == 2 and {r.info.status for r in kids} == {"FINISHED"}
         assert parents[0].info.status == "FINISHED"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        stop_server(server)
 
 
-def test_two_studies_on_one_server_and_a_study_without_an_ok_trial(tmp_path):
+def test_two_studies_on_one_server_a_killed_worker_and_a_study_without_an_ok_trial(tmp_path):
+    """Two studies log to one server at once: one loses its trial worker to kill -9 (retried from the checkpoint,
+    ending bit-identical to a straight run), the other has no trial that finishes ok (exit 1)."""
     port, root = free_port(), tmp_path / "server"
     server = _server(root, port)
     uri = f"http://127.0.0.1:{port}"
@@ -183,6 +163,8 @@ def test_two_studies_on_one_server_and_a_study_without_an_ok_trial(tmp_path):
         nan = start(study_file(tmp_path / "nan_study.yaml",
                                "[{label: exploding, train.lr: 1.0e+30, train.grad_clip: 0.0}]"), tmp_path / "b",
                     "--tracking-uri", uri)
+        wait_for(lambda: checkpoints(tmp_path / "a"), what="a first checkpoint")
+        _kill_workers(good)
         (rc_good, log_good), (rc_nan, log_nan) = finish(good), finish(nan)
         assert rc_good == 0, log_good
         assert rc_nan == 1 and "no trial finished ok" in log_nan, log_nan
@@ -192,5 +174,6 @@ def test_two_studies_on_one_server_and_a_study_without_an_ok_trial(tmp_path):
             assert len(parents) == 1 and len(kids) == 1 and kids[0].info.status == status
         trials = pd.read_parquet(tmp_path / "b" / "exports" / "nan_study" / "trials.parquet")
         assert list(trials.status) == ["nan_loss"]
+        _matches_an_uninterrupted_run(tmp_path / "a")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        stop_server(server)

@@ -121,3 +121,29 @@ def test_ece_bounded_and_adaptive_counts(n, seed, bins):
     e = ece(p, y, bins).item()
     assert 0 <= e <= 1
     assert reliability_table(p, y, bins, adaptive=True)["count"].sum().item() == n
+
+
+def test_paired_comparison_interval_and_holm():
+    import numpy as np
+    import pandas as pd
+
+    from diffseg.metrics.paired import compare_arms
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (0, 1, 2):
+        base = rng.uniform(0.4, 0.8, 40)
+        for arm, shift in (("base", 0.0), ("same", 0.0), ("better", 0.05), ("noisy", 0.0)):
+            noise = {"better": 0.01, "noisy": 0.05}.get(arm)
+            iou_ = base + shift + (rng.normal(0, noise, 40) if noise else 0)
+            for i in range(40):
+                rows.append({"dataset": "d", "arm": arm, "seed": seed, "image_id": f"c{i}", "iou": iou_[i],
+                             "ece": 0.1 - shift + 0.0 * i})
+    out = compare_arms(pd.DataFrame(rows), "base").set_index(["arm", "metric"])
+    better, same, noisy = out.loc[("better", "iou")], out.loc[("same", "iou")], out.loc[("noisy", "iou")]
+    assert better.ci_low > 0 and better.better and better.p_holm < 0.05 and better.n_seeds == 3
+    assert same.ci_low <= 0 <= same.ci_high and same.p_holm == 1 and not same.better
+    assert noisy.ci_low < 0 < noisy.ci_high and not noisy.better
+    assert out.loc[("better", "ece")]["diff"] < 0 and out.loc[("better", "ece")].better  # lower ECE is better
+    assert set(out.reset_index().columns) >= {"dataset", "arm", "baseline", "metric", "diff", "ci_low", "ci_high",
+                                              "p_holm"}

@@ -15,32 +15,12 @@ from diffseg.studies.cli import main as study_main
 SHRINK = ["--dataset", "synthetic-blob", "--set", "train.steps=20", "--set", "train.val_every=10",
           "--set", "data.resolution=32", "--set", "eval.test_max_images=6", "--set", "eval.curve_points=8",
           "--set", "eval.curve_max_images=4", "--set", "eval.val_max_images=4"]
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 def test_no_exports_is_a_clear_error(tmp_path, capsys):
     assert report_main(["--study", "weighting_schedules", "--runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no complete Parquet exports for study 'weighting_schedules'" in err and "run_study.py" in err
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("headless Chromium is needed: apt-get install chromium chromium-driver (.ci/run does this)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--disable-sync", "--window-size=1400,1000"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    yield driver
-    driver.quit()
 
 
 def _check_in_browser(driver, html: Path, shots: Path) -> dict:

@@ -114,7 +114,8 @@ def _rest(url: str, path: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session, mlflow_server, artifacts_dir):
+def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session, mlflow_server, artifacts_dir,
+                                                          shared_data, browser):
     spec = tiny_spec(tmp_path / "e2e_study.yaml")
     out = tmp_path / "runs"
     rc = study_main(["--study", str(spec), "--out", str(out), "--tracking-uri", mlflow_server])
@@ -145,13 +146,19 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
     trials = pd.read_parquet(exports / "trials.parquet")
     assert len(trials) == 3 and set(trials.status) == {"ok"} and trials.test_iou.between(0, 1).all()
     assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
+    # two trials at once on 2 CPUs, one CPU each: each trial's torch runs 1 thread (no oversubscription)
+    assert trials.threads.eq(1).all() and trials.time_train_steps_s.gt(0).all() and trials.time_mlflow_s.gt(0).all()
     assert "cfg.diffusion.weighting" in trials.columns and trials.dataset_hash.notna().all()
     curves = pd.read_parquet(exports / "curves.parquet")
     assert {"mask_error", "train_loss"} <= set(curves.kind) and str(curves.t.dtype) == "float64"
     cond = pd.read_parquet(exports / "conditioning.parquet")  # no E3 trial to pair with: empty, typed
     assert cond.empty and str(cond.with_image.dtype) == "float64"
     assert len(pd.read_parquet(exports / "history.parquet")) == 6
-    assert len(pd.read_parquet(exports / "images.parquet")) == 9
+    images = pd.read_parquet(exports / "images.parquet")
+    assert len(images) == 9 and set(images.arm) == {"uniform", "min_snr", "fingerprint"}
+    comp = pd.read_parquet(exports / "comparisons.parquet")  # each arm against the first (baseline) arm
+    assert set(comp.baseline) == {"uniform"} and set(comp.arm) == {"min_snr", "fingerprint"}
+    assert set(comp.metric) == {"iou", "ece"} and comp.n_images.eq(3).all() and comp.p_holm.between(0, 1).all()
     shutil.copytree(exports, artifacts_dir / "e2e_exports", dirs_exist_ok=True)
     # re-creatable from MLflow alone
     shutil.rmtree(exports)
@@ -165,6 +172,63 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
     assert rc == 0
     runs = _rest(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     assert len(runs) == 4
+    _registered_model_segments_isic(tmp_path, mlflow_server, trials, shared_data, browser, artifacts_dir)
+
+
+def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser, artifacts_dir):
+    """From study to use: the best trial per dataset is registered once (the --resume above did not register it
+    again), ``mlflow.pyfunc.load_model`` predicts probabilities and uncertainty, ``predict.py`` segments a folder of
+    the shared ISIC sample at the original sizes, and the Model Registry page shows the model."""
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from diffseg.studies.predict import main as predict_main
+
+    client, name = MlflowClient(uri), "diffseg-e2e_study-synthetic-blob"
+    versions = client.search_model_versions(f"name = '{name}'")
+    best = trials.loc[trials.best_val.idxmax()]
+    assert len(versions) == 1, "registered once, also after --resume"
+    assert versions[0].tags["diffseg.run_id"] == best.run_id and versions[0].tags["selection_metric"] == "val_iou"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/1")
+    jpgs = sorted(shared_data.glob("isic2016/**/ISIC_*.jpg"))[:3]
+    batch = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 48))) for p in jpgs[:2]])
+    maps = model.predict(batch, params={"ensemble": 3, "steps": 2})
+    assert maps.shape == (2, 2, 48, 64) and maps.dtype == np.float32
+    assert maps[:, 0].min() >= 0 and maps[:, 0].max() <= 1 and maps[:, 1].min() >= 0
+    folder = tmp_path / "new_images"
+    folder.mkdir()
+    for p in jpgs:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n-truncated")
+    pred = tmp_path / "predictions"
+    args = ["--model", f"models:/{name}/1", "--images", str(folder), "--out", str(pred), "--tracking-uri", uri,
+            "--ensemble", "3", "--steps", "2", "--device", "cpu"]
+    t0 = time.perf_counter()
+    assert predict_main(args) == 1, "an unreadable image is listed, the others written, exit code 1"
+    per_image = (time.perf_counter() - t0) / len(jpgs)
+    rows = pd.read_parquet(pred / "predictions.parquet")
+    assert sorted(rows.image) == sorted(p.name for p in jpgs) and per_image > 0
+    for p in jpgs:
+        w, h = Image.open(p).size
+        for kind, mode in (("mask", "L"), ("prob", "I;16"), ("std", "I;16")):
+            with Image.open(pred / f"{p.stem}_{kind}.png") as im:
+                assert im.size == (w, h) and im.mode == mode
+    assert rows.mean_uncertainty.ge(0).all() and rows.foreground_fraction.between(0, 1).all()
+    assert predict_main(args) == 2, "an existing --out is not overwritten silently"
+    assert predict_main([*args, "--overwrite"]) == 1
+    assert predict_main(["--model", "nonexistent-model", *args[2:], "--overwrite"]) == 2
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{uri}/#/models")
+    WebDriverWait(browser, 60).until(lambda d: name in d.find_element(By.TAG_NAME, "body").text)
+    for close in browser.find_elements(By.CSS_SELECTOR, "[role=dialog] button[aria-label=Close]"):
+        close.click()  # MLflow 3's "new Model Registry UI" announcement covers the page on first visit
+    WebDriverWait(browser, 10).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "[role=dialog]"))
+    browser.save_screenshot(str(artifacts_dir / "model_registry.png"))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffseg.diffusion import (
+    SAMPLERS,
     ddim_sample,
     ddpm_sample,
     eps_space_factor,
@@ -90,6 +91,26 @@ def test_ddim_and_ddpm_match_diffusers(spacing, eta):
     ours = sample(_toy_model, s, (2, 1, 8, 8), steps=25, spacing=spacing, eta=eta, noise=x_T,
                   generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(ours[:, 0], x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+def test_dpmpp_2m_matches_diffusers(steps):
+    """DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, final sigma 0,
+    trailing spacing) on the same alphas, model and noise."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    s = make_schedule("linear", 1000)
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2,
+                                      prediction_type="epsilon", timestep_spacing="trailing",
+                                      final_sigmas_type="zero", lower_order_final=True, thresholding=False)
+    ref.set_timesteps(steps)
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x_T.clone()
+    for t in ref.timesteps.tolist():
+        x = ref.step(_toy_model(x, torch.full((2,), t), None), t, x).prev_sample
+    ours = SAMPLERS["dpmpp_2m"](_toy_model, s, (2, 1, 8, 8), steps=steps, noise=x_T.float())
+    assert respace(1000, steps).tolist() == ref.timesteps.tolist()
+    torch.testing.assert_close(ours[:, 0].double(), x, rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=15, deadline=None)

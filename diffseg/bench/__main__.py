@@ -7,7 +7,8 @@ import importlib
 import json
 import sys
 
-BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint"}
+BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
+           "quality": "quality", "study": "study"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,30 +1,82 @@
-"""Model benchmark: per architecture at the smoke and small sizes, parameters, training steps/s and the achieved
-FLOP/s of a training step (torch's FlopCounterMode) as a fraction of this machine's matmul FLOP/s measured in the
-same run (model FLOP utilisation, MFU)."""
+"""Model benchmark: per architecture at the smoke and small sizes, parameters, training steps/s, the FLOPs of a
+training step (torch's FlopCounterMode) and the model FLOP utilisation MFU = achieved FLOP/s / peak FLOP/s, with
+the peak measured in the same run as the best of fp32 matmuls (512-4096) and of a 3x3 convolution at every
+benchmarked model's own shapes (forward + backward), so MFU <= 1 by construction (asserted). The theoretical peak
+(cores x clock x vector lanes x 2 FMA units x 2) is printed beside it where /proc/cpuinfo gives the facts (on a
+GPU: the card's dense bf16 peak from its data sheet). Each step is split into forward, backward, optimiser and
+EMA time."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..budgets import BUDGETS
-from ..diffusion import make_schedule, make_timestep_sampler, make_weighting
-from ..diffusion.loss import loss_weight_table
-from ..experiments import TrialConfig
-from ..experiments.modes import MODES, DiffusionContext
-from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, build_model, count_params
+from ..experiments import TrialConfig, build
+from ..experiments.modes import MODES
+from ..experiments.train import _ema
+from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, count_params
+
+GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
 
 
-def matmul_flops(n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
+def _timed(fn, min_s: float = 0.3, reps: int = 3) -> float:
+    """Seconds per call: the best of ``reps`` batches of calls lasting at least ``min_s`` each."""
+    fn()
+    best = float("inf")
     for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+        n, t0 = 0, time.perf_counter()
+        while (dt := time.perf_counter() - t0) < min_s or n == 0:
+            fn()
+            n += 1
+        best = min(best, dt / n)
+    return best
+
+
+def matmul_peak(sizes=(512, 1024, 2048, 4096)) -> dict[str, float]:
+    out = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        out[f"matmul_{n}"] = 2 * n**3 / _timed(lambda a=a, b=b: a @ b)
+    return out
+
+
+def conv_flops(batch: int, channels: int, res: int) -> float:
+    """Achieved FLOP/s of a 3x3 conv (channels -> channels, padding 1) forward + backward at these shapes."""
+    x = torch.randn(batch, channels, res, res, requires_grad=True)
+    w = torch.randn(channels, channels, 3, 3, requires_grad=True)
+
+    def step():
+        F.conv2d(x, w, padding=1).sum().backward()
+    return 3 * 2 * batch * res * res * channels * channels * 9 / _timed(step)
+
+
+def theoretical_peak() -> dict[str, object]:
+    """Cores x clock x fp32 lanes x 2 FMA units x 2 FLOP per FMA, from /proc/cpuinfo (an assumption of 2 FMA
+    units per core, as on current x86 server cores); the GPU's dense bf16 peak from its data sheet."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in GPU_BF16_PEAK.items() if k in name), None)
+        return {"device": name, "flops": peak, "basis": "data-sheet dense bf16 peak" if peak else "unknown card"}
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"device": "cpu", "flops": None, "basis": "no /proc/cpuinfo"}
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    mhz = [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma_units = 2 if "fma" in flags or "avx512f" in flags else 1
+    cores = torch.get_num_threads()
+    ghz = max(mhz) / 1000 if mhz else None
+    flops = cores * ghz * 1e9 * lanes * fma_units * 2 if ghz else None
+    return {"device": f"{model} ({len(os.sched_getaffinity(0))} CPUs visible)", "flops": flops,
+            "basis": f"{cores} threads x {ghz} GHz x {lanes} fp32 lanes x {fma_units} FMA units x 2"}
 
 
 def _trial_cfg(budget: str, arch: str) -> TrialConfig:
@@ -33,54 +85,72 @@ def _trial_cfg(budget: str, arch: str) -> TrialConfig:
                                   "experiment": "e1" if arch in REFERENCE_ARCHITECTURES else "e2"})
 
 
-def bench_model(cfg: TrialConfig, steps: int = 5) -> dict:
+def bench_model(cfg: TrialConfig, steps: int = 3) -> dict:
     res, bs = cfg.data.resolution, cfg.train.batch_size
-    model = build_model(cfg.model, 1, 3, res, cfg.diffusion.T)
+    model = build.model(cfg, 3)
+    ctx = build.diffusion_context(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    sched = make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
-    ctx = DiffusionContext(sched, loss_weight_table(make_weighting("uniform"), sched, "eps"),
-                           make_timestep_sampler("uniform", cfg.diffusion.T), "eps")
+    ema = _ema(model, cfg.train.ema_decay)
     mode = MODES[cfg.experiment]
     g = torch.Generator().manual_seed(0)
     images = torch.randn(bs, 3, res, res)
     masks = torch.where(torch.randn(bs, 1, res, res) > 0, 1.0, -1.0)
-
-    def step():
-        loss = mode.train_step(model, ctx, images, masks, g).loss.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
     with FlopCounterMode(display=False) as fc:
-        step()
+        mode.train_step(model, ctx, images, masks, g).loss.mean().backward()
     flops = fc.get_total_flops()
-    step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = (time.perf_counter() - t0) / steps
+    parts = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "ema": 0.0}
+    for i in range(steps + 1):  # the first step warms up and is not timed
+        t = [time.perf_counter()]
+        loss = mode.train_step(model, ctx, images, masks, g).loss.mean()
+        t.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.append(time.perf_counter())
+        opt.step()
+        t.append(time.perf_counter())
+        ema.update_parameters(model)
+        t.append(time.perf_counter())
+        if i:
+            for k, a, b in zip(parts, t, t[1:], strict=False):
+                parts[k] += (b - a) / steps
+    dt = sum(parts.values())
     return {"params": count_params(model), "steps_per_s": 1 / dt, "flops_per_step": flops,
-            "achieved_flops": flops / dt, "resolution": res, "batch_size": bs}
+            "achieved_flops": flops / dt, "resolution": res, "batch_size": bs, "step_s": dt,
+            "time_split": {k: v / dt for k, v in parts.items()}, "base_channels": cfg.model.base_channels}
 
 
-def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3) -> dict:
-    peak = matmul_flops()
+def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
+        peak_sizes=(512, 1024, 2048, 4096)) -> dict:
     models = {}
+    kernels = matmul_peak(peak_sizes)
     for arch in archs:
         for size in sizes:
-            r = bench_model(_trial_cfg(size, arch), steps)
-            r["mfu"] = r["achieved_flops"] / peak
-            models[f"{arch}/{size}"] = r
-    return {"matmul_flops": peak, "threads": torch.get_num_threads(), "models": models}
+            cfg = _trial_cfg(size, arch)
+            models[f"{arch}/{size}"] = bench_model(cfg, steps)
+            key = f"conv3x3_{cfg.train.batch_size}x{cfg.model.base_channels}x{cfg.data.resolution}"
+            if key not in kernels:
+                kernels[key] = conv_flops(cfg.train.batch_size, cfg.model.base_channels, cfg.data.resolution)
+    kernels.update({f"{k}_again": v for k, v in matmul_peak(peak_sizes[1:3]).items()})  # clocks drift in a run
+    peak = max(kernels.values())
+    for m in models.values():
+        m["mfu"] = m["achieved_flops"] / peak
+        assert m["mfu"] <= 1.0, f"MFU {m['mfu']:.2f} > 1: the counted FLOPs or the measured peak are wrong"
+    return {"peak_flops": peak, "peak_kernel": max(kernels, key=kernels.get), "kernels": kernels,
+            "theoretical": theoretical_peak(), "threads": torch.get_num_threads(), "models": models}
 
 
 def table(r: dict) -> str:
-    lines = [f"model benchmark (training step, CPU threads {r['threads']}; matmul peak "
-             f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s measured in this run)",
+    th = r["theoretical"]
+    lines = [f"model benchmark (training step, CPU threads {r['threads']})",
+             f"  measured peak {r['peak_flops'] / 1e9:.1f} GFLOP/s ({r['peak_kernel']}; kernels: "
+             + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in r["kernels"].items()) + ")",
+             f"  theoretical peak {th['flops'] / 1e9:.1f} GFLOP/s ({th['device']}: {th['basis']})" if th["flops"]
+             else f"  theoretical peak unknown ({th['basis']})",
              f"  {'architecture/size':24s} {'params':>10s} {'batch':>5s} {'px':>4s} {'steps/s':>8s} "
-             f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'MFU':>6s}"]
+             f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'MFU':>6s}  fwd/bwd/opt/ema %"]
     for name, m in r["models"].items():
+        split = "/".join(f"{100 * v:.0f}" for v in m["time_split"].values())
         lines.append(f"  {name:24s} {m['params']:10d} {m['batch_size']:5d} {m['resolution']:4d} "
                      f"{m['steps_per_s']:8.2f} {m['flops_per_step'] / 1e9:10.1f} {m['achieved_flops'] / 1e9:8.1f} "
-                     f"{m['mfu']:6.2f}")
+                     f"{m['mfu']:6.2f}  {split}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import sys
 
 from .check import check_dataset
 from .errors import DatasetError
-from .registry import dataset_names
+from .registry import dataset_names, with_label
 
 
 def _print_table(s: dict) -> None:
@@ -24,16 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffseg.data")
     sub = parser.add_subparsers(dest="command", required=True)
     chk = sub.add_parser("check", help="validate and summarise a dataset")
-    chk.add_argument("--dataset", required=True, help=f"one of {dataset_names()} or folder:PATH / masks:PATH")
-    chk.add_argument("--data-root", default=None)
-    chk.add_argument("--json", action="store_true")
+    chk.add_argument("--dataset", required=True,
+                     help=f"one of {dataset_names()} or folder:PATH / masks:PATH / nnunet:PATH")
+    chk.add_argument("--label", default=None, help="nnunet:PATH only: the foreground label (a name in dataset.json)")
+    chk.add_argument("--data-root", default=None, help="root folder of the dataset (overrides its default root)")
+    chk.add_argument("--json", action="store_true", help="print the summary (or the problems) as JSON")
     sub.add_parser("list", help="list registered datasets")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(dataset_names()))
         return 0
     try:
-        summary = check_dataset(args.dataset, args.data_root)
+        summary = check_dataset(with_label(args.dataset, args.label), args.data_root)
     except (DatasetError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, DatasetError) else [str(exc)]
         if args.json:

@@ -73,7 +73,10 @@ class PreparedDataset:
 
 def load_case(case: readers.Case, spec: DatasetSpec) -> tuple[np.ndarray | None, np.ndarray]:
     """Full-resolution (image RGB uint8 or None, mask bool); raises ReadError naming the file."""
-    image = read_image(case.image) if case.image is not None else None
+    if case.channels:  # one grey file per channel (nnU-Net): 3 files are RGB
+        image = np.stack([read_image(p)[..., 0] for p in case.channels], axis=-1)
+    else:
+        image = read_image(case.image) if case.image is not None else None
     if case.mask is not None:
         mask = read_mask(case.mask, spec.mask_encoding, spec.colour_key)
     else:
@@ -126,7 +129,7 @@ def list_cases(spec: DatasetSpec) -> list[readers.Case]:
 def dataset_hash(spec: DatasetSpec, cases: list[readers.Case], index: HashIndex) -> str:
     files = []
     for c in cases:
-        for p in (c.image, c.mask, c.xml):
+        for p in (c.image, c.mask, c.xml, *c.channels):
             if p is not None:
                 files.append((str(p.relative_to(spec.root)), index.sha256(p)))
     return digest({"reader": spec.reader_params(), "files": sorted(files)})

@@ -7,10 +7,15 @@
   anywhere in the same part; a top folder with "test" in its name is the official test part.
 - Folder of pairs: ``images/`` and ``masks/`` matched by file stem.
 - Masks only: a folder of mask files (fingerprints need no images).
+- nnU-Net v2 raw dataset (2-D): ``dataset.json``, ``imagesTr/<case>_0000.png`` (one RGB or grey file, or one
+  grey file per channel ``_0000``, ``_0001``, ... of 1 or 3 channels) and ``labelsTr/<case>.png`` with the integer
+  labels of ``dataset.json``; the binary target is one label (``nnunet_label``). ``imagesTs`` (unlabelled) is
+  not read for training.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ class Case:
     mask: Path | None = None
     xml: Path | None = None
     split: str | None = None  # official split where the release defines one: train / val / test
+    channels: tuple[Path, ...] = ()  # one grey file per channel (nnU-Net ``_0000``, ``_0001``, ...), else ()
 
 
 def _require_dir(root: Path, layout: str) -> None:
@@ -120,4 +126,77 @@ def read_masks_only(root: Path) -> tuple[list[Case], list[str]]:
     return [Case(k, None, p) for k, p in masks.items()], []
 
 
-READERS = {"isic": read_isic, "monuseg": read_monuseg, "folder": read_folder, "masks": read_masks_only}
+NNUNET_LAYOUT = "dataset.json, imagesTr/<case>_0000.png (+ _0001 ... channels) and labelsTr/<case>.png"
+_NNUNET_IMG = re.compile(r"^(.+)_(\d{4})$")
+
+
+def nnunet_labels(root: Path) -> dict[str, int]:
+    """The ``labels`` of an nnU-Net raw dataset's ``dataset.json`` (name -> integer value)."""
+    path = root / "dataset.json"
+    try:
+        meta = json.loads(path.read_text())
+        labels = {str(k): int(v) for k, v in meta["labels"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FileNotFoundError(f"{path}: not a readable nnU-Net dataset.json with 'labels' ({exc})") from None
+    return labels
+
+
+def nnunet_target(root: Path, label: str | None) -> int:
+    """The label value that is foreground: ``label`` by name, else the single non-background label; a dataset
+    with several labels needs ``label``, and the error lists them."""
+    labels = nnunet_labels(root)
+    fg = {k: v for k, v in labels.items() if v != 0}
+    if label is not None:
+        if label not in fg:
+            raise ValueError(f"{root}: label {label!r} is not a foreground label of dataset.json; labels: {fg}")
+        return fg[label]
+    if len(fg) != 1:
+        raise ValueError(f"{root}: {len(fg)} foreground labels {fg}: choose one with --label NAME")
+    return next(iter(fg.values()))
+
+
+def read_nnunet(root: Path) -> tuple[list[Case], list[str]]:
+    _require_dir(root, NNUNET_LAYOUT)
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else None
+    if meta is None:
+        return [], [f"{root / 'dataset.json'}: missing (expected {NNUNET_LAYOUT})"]
+    ending = meta.get("file_ending", ".png")
+    n_channels = len(meta.get("channel_names", {"0": "image"}))
+    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
+    missing = [d for d in (img_dir, lab_dir) if not d.is_dir()]
+    if missing:
+        return [], [f"{d}: folder missing (expected {NNUNET_LAYOUT})" for d in missing]
+    channels: dict[str, dict[int, Path]] = {}
+    problems = []
+    for p in sorted(img_dir.glob(f"*{ending}")):
+        m = _NNUNET_IMG.match(p.name[: -len(ending)])
+        if not m:
+            problems.append(f"{p}: image name is not <case>_<4-digit channel>{ending}")
+            continue
+        channels.setdefault(m.group(1), {})[int(m.group(2))] = p
+    labels = {p.name[: -len(ending)]: p for p in sorted(lab_dir.glob(f"*{ending}"))}
+    cases = []
+    for case, files in sorted(channels.items()):
+        if case not in labels:
+            problems.append(f"{files[min(files)]}: case {case!r} has no label {lab_dir / (case + ending)}")
+            continue
+        n_files = len(files)
+        if sorted(files) != list(range(n_files)):
+            problems.append(f"{img_dir}: case {case!r} has channels {sorted(files)}, expected 0..{n_files - 1}")
+            continue
+        if n_files > 1 and (n_files != n_channels or n_files not in (1, 3)):
+            problems.append(f"{img_dir}: case {case!r} has {n_files} channel files; diffseg reads 1 (RGB or grey) "
+                            f"or 3 grey channel files (dataset.json declares {n_channels})")
+            continue
+        image = files[0]
+        cases.append(Case(case, image, labels[case], channels=tuple(files[i] for i in range(n_files))
+                          if n_files > 1 else ()))
+    problems += [f"{p}: label has no image {img_dir / (k + '_0000' + ending)}" for k, p in labels.items()
+                 if k not in channels]
+    if not channels and not labels:
+        problems.append(f"{root}: no nnU-Net cases found (expected {NNUNET_LAYOUT})")
+    return cases, problems
+
+
+READERS = {"isic": read_isic, "monuseg": read_monuseg, "folder": read_folder, "masks": read_masks_only,
+           "nnunet": read_nnunet}

@@ -1,7 +1,8 @@
 """Dataset registry: names as search-space files and the CLI use them.
 
 Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``synthetic-blob``, ``synthetic-nuclei``,
-``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only); plus the names in
+``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only), ``nnunet:PATH`` (an nnU-Net v2
+raw dataset; ``nnunet:PATH?label=NAME`` picks the foreground label, which ``--label NAME`` adds); plus the names in
 ``datasets.yaml``. Default roots live under the data directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
 next to the project checkout; ``data_root`` overrides a dataset's root.
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ..registry import suggest
+from . import readers
 from .synthetic import KINDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -86,17 +89,34 @@ def dataset_names() -> list[str]:
     return sorted(_builtin())
 
 
+def with_label(name: str, label: str | None) -> str:
+    """``nnunet:PATH`` with the foreground label chosen by ``--label`` (``nnunet:PATH?label=NAME``)."""
+    if label is None:
+        return name
+    if not name.startswith("nnunet:"):
+        raise ValueError(f"--label applies to nnunet:PATH datasets only, not {name!r}")
+    return name if "?label=" in name else f"{name}?label={label}"
+
+
 def get_spec(name: str, data_root: str | Path | None = None, **overrides: Any) -> DatasetSpec:
     """Resolve a dataset name (or ``folder:PATH`` / ``masks:PATH``) to its spec; ``data_root`` replaces the root."""
-    for prefix in ("folder", "masks"):
+    for prefix in ("folder", "masks", "nnunet"):
         if name.startswith(prefix + ":"):
-            path = Path(name.split(":", 1)[1]).expanduser()
-            spec = DatasetSpec(name, prefix, path.resolve())
+            path_text, _, label = name.split(":", 1)[1].partition("?label=")
+            path = Path(path_text).expanduser().resolve()
+            spec = DatasetSpec(name, prefix, path)
+            if prefix == "nnunet":
+                try:
+                    value = readers.nnunet_target(path, label or None)
+                except FileNotFoundError as exc:
+                    raise ValueError(str(exc)) from None
+                spec = dataclasses.replace(spec, mask_encoding=f"label:{value}")
             break
     else:
         specs = _builtin()
         if name not in specs:
-            raise ValueError(f"unknown dataset {name!r}; allowed: {sorted(specs)} or folder:PATH / masks:PATH")
+            raise ValueError(f"unknown dataset {name!r}; {suggest(name, specs)} or folder:PATH / masks:PATH / "
+                             "nnunet:PATH")
         spec = specs[name]
     if data_root is not None:
         overrides["root"] = Path(data_root).expanduser().resolve()

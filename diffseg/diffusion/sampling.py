@@ -10,6 +10,7 @@ Ensembles are folded into the batch: N members of B conditions are one batch of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -59,16 +60,8 @@ def sample(
 ) -> Tensor:
     """Draw ``ensemble`` samples per condition. ``shape`` is one member's batch shape (B, C, H, W); ``cond``
     (B, ...) is repeated per member. Returns (B, ensemble, C, H, W). ``noise`` fixes x_T (B*ensemble, C, H, W)."""
-    if target == "eps" and float(schedule.alphas_cumprod[-1]) == 0.0:
-        raise ValueError("target 'eps' cannot be sampled from a schedule with SNR(T) = 0: x0 = (x_t - s eps) / a "
-                         "with a = 0 at t = T (Lin et al. 2023); train with target 'v' or 'x0'")
-    device = torch.device(device) if device is not None else (cond.device if cond is not None else "cpu")
-    B, *rest = shape
-    n = B * ensemble
-    if cond is not None:
-        cond = cond.repeat_interleave(ensemble, dim=0)
-    x = noise.to(device) if noise is not None else torch.randn(n, *rest, generator=generator).to(device)
-    seq = respace(schedule.T, steps or schedule.T, spacing).tolist()
+    x, cond, seq, device, (B, n, rest) = _start(schedule, shape, cond, target, steps, spacing, ensemble, noise,
+                                                generator, device)
     ab = schedule.alphas_cumprod
     for j, t in enumerate(seq):
         ab_t = ab[t]
@@ -95,6 +88,72 @@ def sample(
 SAMPLERS: Registry[Callable[..., Tensor]] = Registry("sampler")  # name -> fn(model, schedule, shape, **sample kw)
 
 
+def _start(schedule, shape, cond, target, steps, spacing, ensemble, noise, generator, device):
+    """What every sampler does first: refuse eps at SNR(T) = 0, fold the members into the batch, draw x_T."""
+    if target == "eps" and float(schedule.alphas_cumprod[-1]) == 0.0:
+        raise ValueError("target 'eps' cannot be sampled from a schedule with SNR(T) = 0: x0 = (x_t - s eps) / a "
+                         "with a = 0 at t = T (Lin et al. 2023); train with target 'v' or 'x0'")
+    device = torch.device(device) if device is not None else (cond.device if cond is not None else "cpu")
+    B, *rest = shape
+    n = B * ensemble
+    if cond is not None:
+        cond = cond.repeat_interleave(ensemble, dim=0)
+    x = noise.to(device) if noise is not None else torch.randn(n, *rest, generator=generator).to(device)
+    seq = respace(schedule.T, steps or schedule.T, spacing).tolist()
+    return x, cond, seq, device, (B, n, rest)
+
+
+@torch.no_grad()
+def dpmpp_2m(
+    model: ModelFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    *,
+    cond: Tensor | None = None,
+    target: str = "eps",
+    steps: int | None = None,
+    spacing: str = "trailing",
+    eta: float = 0.0,
+    clip_x0: bool = False,
+    ensemble: int = 1,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; diffusers' ``DPMSolverMultistepScheduler`` with
+    ``algorithm_type="dpmsolver++"``, ``solver_order=2``, ``final_sigmas_type="zero"``): with
+    lambda = log(alpha / sigma), h = lambda_next - lambda_t and the data predictions D_t (clipped when
+    ``clip_x0``), x_next = (sigma_next / sigma_t) x_t - alpha_next (exp(-h) - 1) D, where D = D_t on the first and
+    the final step and D = (1 + 1 / (2 r)) D_t - 1 / (2 r) D_prev with r = h_prev / h otherwise. Deterministic
+    (``eta`` is ignored)."""
+    x, cond, seq, device, (B, n, rest) = _start(schedule, shape, cond, target, steps, spacing, ensemble, noise,
+                                                generator, device)
+    ab = schedule.alphas_cumprod
+    alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+    lam = alpha.log() - sigma.log()  # float64; -inf at SNR = 0
+    d_prev, h_prev = None, None
+    for j, t in enumerate(seq):
+        a = alpha[t].expand(n).to(device)
+        s = sigma[t].expand(n).to(device)
+        t_in = torch.full((n,), t, device=device, dtype=torch.long)
+        d = to_x0(model(x, t_in, cond).float(), x, a, s, target)
+        if clip_x0:
+            d = d.clamp(-1.0, 1.0)
+        if j + 1 == len(seq):  # to sigma = 0: x = D (first order)
+            x = d
+            break
+        nxt = seq[j + 1]
+        h = float(lam[nxt] - lam[t])
+        if d_prev is not None and math.isfinite(h_prev) and h_prev > 0:
+            r = h_prev / h
+            d_use = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_prev
+        else:
+            d_use = d
+        x = float(sigma[nxt] / sigma[t]) * x - float(alpha[nxt]) * math.expm1(-h) * d_use
+        d_prev, h_prev = d, h
+    return x.reshape(B, ensemble, *rest)
+
+
 @SAMPLERS.register("ddpm")
 def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
     """Ancestral DDPM sampling (eta = 1; full T steps unless ``steps`` is given, else respaced)."""
@@ -105,6 +164,9 @@ def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw
 def ddim_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
     """DDIM with the given ``eta`` (0: deterministic)."""
     return sample(model, schedule, shape, **kw)
+
+
+SAMPLERS.register("dpmpp_2m")(dpmpp_2m)
 
 
 def q_sample(x0: Tensor, t: Tensor, schedule: Schedule, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -43,13 +43,17 @@ class Selection:
         """Sort order that puts the best first."""
         return self.mode == "min"
 
+    def best_index(self, values):
+        """The index label of the best value of a pandas Series."""
+        return values.idxmin() if self.mode == "min" else values.idxmax()
+
 
 SELECTION = {"e1": Selection("val_iou", "max"), "e2": Selection("val_iou", "max"),
              "e3": Selection("val_x0_error", "min"), "e4": Selection("val_x0_error", "min")}
-METRIC_MODE = {s.metric: s.mode for s in SELECTION.values()}
+BY_METRIC = {s.metric: s for s in SELECTION.values()}  # selection metric -> its Selection
 
 # --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
-EXPORT_TABLES = ("trials", "history", "curves", "images", "reliability", "conditioning")
+EXPORT_TABLES = ("trials", "history", "curves", "images", "reliability", "conditioning", "comparisons")
 STUDY_META = "study.json"
 RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
 
@@ -88,6 +92,8 @@ class TrialResult:
     output_dir: str
     schedule: dict[str, Any]
     eval_time_s: float | None = None
+    threads: int | None = None  # torch threads the trial ran with (its CPU share)
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per phase (train steps, validation, ...)
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     curves: list[Curve] = field(default_factory=list)

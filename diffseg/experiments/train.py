@@ -155,6 +155,9 @@ class Trial:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"value": None, "step": 0, "ema": None}
         self.bad_validations = 0
+        # where this invocation's time goes (seconds; a resumed trial counts from its resume)
+        self.timing = {"train_steps_s": 0.0, "validation_s": 0.0, "checkpoint_s": 0.0, "final_ensemble_s": 0.0,
+                       "curves_s": 0.0}
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -292,16 +295,21 @@ class Trial:
             self.load_state(load_checkpoint(self.resume_from / "state.pt"))
         status = OK
         losses: list[float] = []
+        clock = self.timing
         while self.step < cfg.train.steps:
+            t = time.perf_counter()
             loss = self.train_step()
+            clock["train_steps_s"] += time.perf_counter() - t
             self.step += 1
             if not np.isfinite(loss):
                 status = NAN_LOSS
                 break
             losses.append(loss)
             if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
+                t = time.perf_counter()
                 metrics = {"step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                            **self.validate()}
+                clock["validation_s"] += time.perf_counter() - t
                 losses = []
                 value = metrics[SELECTION[cfg.experiment].metric]
                 if cfg.data.retrain or self._improved(value):  # retrain: val was trained on, keep the latest
@@ -311,7 +319,9 @@ class Trial:
                 else:
                     self.bad_validations += 1
                 self.history.append(metrics)
+                t = time.perf_counter()
                 ckpt = self.save_checkpoint()
+                clock["checkpoint_s"] += time.perf_counter() - t
                 if self.report is not None:
                     self.report(dict(metrics), str(ckpt))
                 if cfg.train.patience is not None and self.bad_validations >= cfg.train.patience:
@@ -326,7 +336,8 @@ class Trial:
             step=self.step, n_params=count_params(self.model), history=self.history,
             selection_metric=SELECTION[cfg.experiment].metric, best_step=self.best["step"],
             best_val=self.best["value"], train_time_s=train_time, selection=FINAL_EMA if cfg.data.retrain else BEST_VAL,
-            output_dir=str(self.out), schedule=self.schedule.describe())
+            output_dir=str(self.out), schedule=self.schedule.describe(), threads=torch.get_num_threads(),
+            timing=self.timing)
         if status == NAN_LOSS or self.best["ema"] is None:
             return result
         model = copy.deepcopy(self.ema.module)
@@ -346,6 +357,8 @@ class Trial:
             gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery)
             if gallery:
                 result.artifacts["gallery"] = str(gallery)
+        self.timing["final_ensemble_s"] = time.perf_counter() - t_eval
+        t_curves = time.perf_counter()
         if self.mode.diffusion:
             grid = t_grid(self.ctx.T, ev.curve_points)
             flags = [self.mode.conditioned] + ([False] if self.ctx.cond_dropout > 0 else [])
@@ -363,6 +376,7 @@ class Trial:
             if cfg.experiment in ("e3", "e4"):
                 result.metrics["test_x0_error"] = float(np.mean(result.curves[0].value))
         result.metrics["best_val"] = float(self.best["value"])
+        self.timing["curves_s"] = time.perf_counter() - t_curves
         result.eval_time_s = time.perf_counter() - t_eval
         result.artifacts["checkpoint"] = str(self.out / "checkpoint")
         return result

@@ -31,6 +31,7 @@ class StudyData:
     images: pd.DataFrame
     reliability: pd.DataFrame
     conditioning: pd.DataFrame
+    comparisons: pd.DataFrame
     fingerprints: dict[str, dict] = field(default_factory=dict)  # dataset -> fingerprint.json
     notes: list[str] = field(default_factory=list)
 

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats as sstats
 
 from ..experiments import build
-from ..experiments.result import MASK_ERROR, METRIC_MODE, TRAIN_LOSS
+from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS
 from ..fingerprint import prior_error, trained_agreement
 from ..metrics import fmt_ci, mean_ci
 
@@ -156,7 +156,7 @@ def arm_ranks(d) -> pd.DataFrame:
     for (ds, metric), grp in t.groupby(["dataset", "selection_metric"]):
         grp = grp.assign(test_iou=grp["test_iou"] if "test_iou" in grp else np.nan)
         agg = grp.groupby("arm").agg(val=("best_val", "mean"), n=("best_val", "size"), test_iou=("test_iou", "mean"))
-        agg = agg.sort_values("val", ascending=METRIC_MODE[metric] == "min")
+        agg = agg.sort_values("val", ascending=BY_METRIC[metric].ascending)
         for rank, (arm, r) in enumerate(agg.iterrows(), 1):
             rows.append({"dataset": ds, "arm": arm, "selection metric": metric, "rank (validation)": rank,
                          "of": len(agg), "mean validation": round(r.val, 4), "mean test IoU": round(r.test_iou, 4),

@@ -10,7 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from ..experiments.result import MASK_ERROR, METRIC_MODE, TRAIN_LOSS, status_summary
+from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS, status_summary
 from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
@@ -231,17 +231,43 @@ def comparison(d: StudyData) -> Section | None:
         sel = grp.groupby(["dataset", "arm"], as_index=False).agg(
             best_val=("best_val", "mean"), n=("best_val", "size"),
             **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in grp})
-        pick = sel.groupby("dataset").best_val.idxmin() if METRIC_MODE[metric] == "min" else \
-            sel.groupby("dataset").best_val.idxmax()
+        pick = sel.groupby("dataset").best_val.agg(BY_METRIC[metric].best_index)
         tables.append(_table(sel.loc[pick].assign(selection_metric=metric).round(4)))
     ranks = findings.arm_ranks(d)
     if not ranks.empty:
         tables.append(_table(ranks))
-    return Section("comparison", "Arm comparison",
-                   "Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the "
-                   "best configuration per dataset, chosen on validation (separately for each selection metric: "
-                   "val_iou for E1/E2, val_x0_error for E3/E4) and reported on test.",
-                   tables=tables, charts=charts)
+    text = ("Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the best "
+            "configuration per dataset, chosen on validation (separately for each selection metric: val_iou for "
+            "E1/E2, val_x0_error for E3/E4) and reported on test.")
+    c = d.comparisons
+    if not c.empty:
+        charts.append(("paired_difference_vs_baseline", _paired_chart(c)))
+        tables.append(_table(c.assign(**{"95% CI": c.ci_low.round(4).astype(str) + " to " + c.ci_high.round(4)
+                                         .astype(str)})[["dataset", "metric", "arm", "baseline", "n_images",
+                                                         "n_seeds", "diff", "95% CI", "p_holm", "better"]]
+                             .round(4)))
+        text += " " + paired_summary(c)
+    return Section("comparison", "Arm comparison", text, tables=tables, charts=charts)
+
+
+def _paired_chart(c: pd.DataFrame) -> alt.Chart:
+    base = alt.Chart(c).encode(y=alt.Y("arm:N", title=None))
+    return (base.mark_rule().encode(x=alt.X("ci_low:Q", title="arm - baseline (per-image, paired), 95% CI"),
+                                    x2="ci_high:Q")
+            + base.mark_point(filled=True).encode(x="diff:Q", color=alt.Color("better:N", title="beats baseline"))
+            + alt.Chart(c).mark_rule(strokeDash=[3, 3], color="gray").encode(x=alt.datum(0))
+            ).properties(width=W, height=alt.Step(18)).facet(row=alt.Row("metric:N", title=None),
+                                                             column=alt.Column("dataset:N", title=None))
+
+
+def paired_summary(c: pd.DataFrame) -> str:
+    """The arms that beat the baseline with confidence (95 % interval on the better side of zero and Holm p below
+    0.05), in words."""
+    base = ", ".join(sorted(c.baseline.unique()))
+    wins = [f"{r.arm} on {r.dataset} ({r.metric} {r['diff']:+.3f})" for _, r in c[c.better].iterrows()]
+    return (f"Paired against the baseline arm {base} (bootstrap over test images, seeds kept together, Holm over "
+            f"arms): " + ("; ".join(wins) + " beat the baseline with confidence." if wins else
+                          "no arm beats the baseline with confidence."))
 
 
 def calibration(d: StudyData) -> Section | None:

@@ -14,10 +14,10 @@ from typing import Any
 
 from ..budgets import BUDGETS
 from ..data import DatasetError, load_dataset
-from ..data.registry import get_spec
+from ..data.registry import get_spec, with_label
 from ..experiments import build
 from ..experiments.config import TrialConfig
-from ..experiments.result import FINISHED, METRIC_MODE, SELECTION, export_dir, status_summary
+from ..experiments.result import BY_METRIC, FINISHED, SELECTION, export_dir, status_summary
 from ..io import Busy, atomic_write_text, owner_lock, safe_name
 from ..registry import suggest
 from .plan import TrialPoint, build_plan, describe_plan
@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", default=None,
                    help="dataset (repeatable): registry name, folder:PATH or masks:PATH; default: the study's")
     p.add_argument("--data-root", default=None, help="root folder of the dataset (overrides its default root)")
+    p.add_argument("--label", default=None,
+                   help="nnunet:PATH datasets: the foreground label (a dataset.json name; needed with several)")
     p.add_argument("--budget", default="smoke", choices=sorted(BUDGETS), help="the scale of the trials")
     p.add_argument("--out", default="runs", help="holds Ray results, the MLflow store and artifacts, exports")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite <out>/mlflow.db)")
@@ -89,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override a trial config value for every trial, e.g. --set train.steps=50 (repeatable)")
     p.add_argument("--max-failures", type=_non_negative_int, default=1, help="retries of a crashed trial")
     p.add_argument("--resume", action="store_true", help="continue this study's last invocation in --out")
+    p.add_argument("--no-models", action="store_true",
+                   help="do not log the trials' weights as MLflow models (and register none); default: every E1/E2 "
+                        "trial logs its model and the best per dataset is registered as diffseg-<study>-<dataset>")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan and resource use; run nothing")
     p.add_argument("--json", action="store_true",
                    help="with --dry-run: print the resolved plan as JSON (per trial: label, dataset, seed, "
@@ -178,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(problem)
     cache_dir = out / "cache"
     _, spec_seeds, spec_datasets = spec.for_budget(args.budget)
-    datasets = args.dataset or spec_datasets
+    try:
+        datasets = [with_label(d, args.label) for d in (args.dataset or spec_datasets)]
+    except ValueError as exc:
+        return fail(str(exc))
     seeds = args.seed or spec_seeds
     num_samples = args.num_samples or spec.num_samples
 
@@ -193,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.overrides)
         for name in datasets:
             get_spec(name, args.data_root)
+        t = time.monotonic()
         plan = plan_and_cache(write=False)  # everything checked and prepared in memory; nothing written yet
+        prepared_s = time.monotonic() - t
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     n_trials = len(plan) * num_samples
@@ -228,8 +238,10 @@ def run(args: argparse.Namespace) -> int:
         with owner_lock(out / LOCK_FILE, {"study": spec.name, "command": " ".join(sys.argv)}) as lock:
             if lock["taken_over"]:
                 print(f"note: took over the lock of a driver that is gone ({lock['taken_over']})", file=sys.stderr)
+            t = time.monotonic()
             plan = plan_and_cache(write=True)
-            return execute(spec, args, out, plan, num_samples, concurrency, tracking_uri)
+            phases = {"prepare_s": time.monotonic() - t + prepared_s}
+            return execute(spec, args, out, plan, num_samples, concurrency, tracking_uri, phases)
     except Busy as busy:
         h = busy.holder
         return fail(f"--out {out} is in use by study {h.get('study', '?')!r} (pid {h.get('pid', '?')} on "
@@ -241,7 +253,8 @@ def _state_path(out: Path, study: str) -> Path:
 
 
 def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_samples: int, concurrency: int,
-            tracking_uri: str) -> int:
+            tracking_uri: str, phases: dict[str, float]) -> int:
+    import pandas as pd
     from mlflow.exceptions import MlflowException
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -257,16 +270,19 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
     exp_id, parent = tracking.setup_study(
         tracking_uri, spec.name, out, parent,
         params={"description": spec.description, "budget": args.budget, "algorithm": spec.algorithm,
-                "selection": _selection_words(spec), "num_samples": num_samples, "trials": len(plan) * num_samples,
+                "selection": _selection_words(spec), "baseline": spec.baseline_arm(), "num_samples": num_samples,
+                "trials": len(plan) * num_samples,
                 "datasets": sorted({p.dataset for p in plan}), "seeds": sorted({p.seed for p in plan})},
         tags={**env_tags, "budget": args.budget})
     atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": tracking_uri,
                                               "budget": args.budget, "experiment_id": exp_id}))
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
           flush=True)
+    t = time.monotonic()
     resources = start_ray(args.address)
+    phases["ray_start_s"] = time.monotonic() - t
     ctx = StudyContext(spec.name, args.budget, str(out), tracking_uri, exp_id, parent,
-                       max(1, math.floor(args.cpus_per_trial)), env_tags)
+                       max(1, math.floor(args.cpus_per_trial)), env_tags, not args.no_models)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     scheduler = None
@@ -325,7 +341,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
             errors += grid.num_errors
             unfinished += _unfinished(grid)
             _print_errors(grid)
-    elapsed = time.monotonic() - t0
+    elapsed = phases["trials_s"] = time.monotonic() - t0
     resume_hint = "continue with the same command and --resume"
     if outage.down or tracking.probe(tracking_uri):  # (Tune may run a copy of the callback)
         print(f"error: the MLflow tracking server {tracking_uri} stopped answering during the study; finished "
@@ -336,7 +352,17 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         client = tracking.MlflowClient(tracking_uri)
         killed = tracking.mark_unfinished(client, exp_id, parent) if unfinished or errors else 0
         client.set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
+        t = time.monotonic()
         paths = export_study(tracking_uri, spec.name, export_dir(out, spec.name), parent)
+        phases["export_s"] = time.monotonic() - t
+        if not args.no_models:
+            from .models import register_best
+
+            t = time.monotonic()
+            for name in register_best(tracking_uri, spec.name, pd.read_parquet(paths["trials"])):
+                print(f"registered model: {name}")
+            phases["registry_s"] = time.monotonic() - t
+        tracking.log_metrics(client, parent, {f"time.{k}": v for k, v in phases.items()}, step=0)
     except (MlflowException, OSError) as exc:
         print(f"error: MLflow at {tracking_uri} failed at the end of the study ({str(exc).splitlines()[0]}); "
               f"{resume_hint} once it answers", file=sys.stderr)
@@ -345,9 +371,31 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         print(f"interrupted: {unfinished} trial(s) unfinished ({killed} MLflow run(s) marked KILLED); {resume_hint}",
               file=sys.stderr)
     ok = _summary(paths, spec, elapsed, resources, interrupted=bool(unfinished))
+    print(time_breakdown(phases, pd.read_parquet(paths["trials"])))
     if not ok and not unfinished:
         print("error: no trial finished ok (see the statuses above)", file=sys.stderr)
     return 1 if errors or unfinished or not ok else 0
+
+
+TRIAL_PHASES = {"train_steps_s": "training steps", "validation_s": "validation sampling",
+                "final_ensemble_s": "final ensemble", "curves_s": "analysis curves", "checkpoint_s": "checkpoints",
+                "mlflow_s": "MLflow logging", "model_logging_s": "model logging", "ray_report_s": "Ray reports"}
+
+
+def time_breakdown(phases: dict[str, float], trials) -> str:
+    """Where the study's wall time went: the driver's phases, and the trials' summed time per phase (with what
+    the trial phases do not cover: worker start-up, dataset loading, model building, Ray scheduling)."""
+    lines = ["where the time went: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s"
+                                                 for k, v in phases.items())]
+    cols = {k: f"time_{k}" for k in TRIAL_PHASES if f"time_{k}" in trials}
+    busy = float(trials.wall_time_s.fillna(0).sum()) if "wall_time_s" in trials else 0.0
+    if cols and busy > 0:
+        parts = {k: float(trials[c].fillna(0).sum()) for k, c in cols.items()}
+        other = busy - sum(parts.values())
+        lines.append(f"  trials ({busy:.1f} s of trial time): " + ", ".join(
+            f"{TRIAL_PHASES[k]} {100 * v / busy:.1f} %" for k, v in parts.items())
+            + f", other (worker start, data, model build) {100 * other / busy:.1f} %")
+    return "\n".join(lines)
 
 
 def _selection_words(spec: StudySpec) -> str:
@@ -393,7 +441,7 @@ def _summary(paths: dict[str, Path], spec: StudySpec, elapsed: float, resources:
           f"{_resources_words(resources)}: {status_summary(trials.status)}")
     cols = [c for c in ("arm", "dataset", "seed", "status", "selection_metric", "best_val", "test_iou", "test_ece",
                         "test_x0_error") if c in trials.columns]
-    sign = trials.selection_metric.map(lambda m: -1.0 if METRIC_MODE.get(m) == "min" else 1.0)
+    sign = trials.selection_metric.map(lambda m: -1.0 if m in BY_METRIC and BY_METRIC[m].ascending else 1.0)
     order = trials.assign(_score=-(trials.best_val * sign)).sort_values(["dataset", "_score"], na_position="last")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(order[cols].to_string(index=False))

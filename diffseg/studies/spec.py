@@ -32,7 +32,7 @@ from ..registry import suggest
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("description", "experiment", "fixed", "grid", "search", "algorithm", "num_samples", "scheduler",
-            "seeds", "datasets", "budgets")
+            "seeds", "datasets", "budgets", "baseline")
 DIM_TYPES = {"choice": ("values",), "uniform": ("low", "high"), "loguniform": ("low", "high"),
              "randint": ("low", "high")}
 FINGERPRINT = "fingerprint"
@@ -64,6 +64,10 @@ class StudySpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     datasets: list[str] = field(default_factory=list)
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: str | None = None  # the arm every other arm is compared with (default: the first arm)
+
+    def baseline_arm(self) -> str:
+        return self.baseline if self.baseline is not None else self.arms()[0].label
 
     def arms(self) -> list[Arm]:
         """The cartesian product of the grid axes, each as one labelled set of overrides."""
@@ -150,7 +154,8 @@ SHAPES = {"description": (str, "a string"), "experiment": (str, "a string"), "fi
           "grid": (dict, "a mapping of axes"), "search": (dict, "a mapping of dimensions"),
           "algorithm": (str, "a string"), "num_samples": (int, "an integer"),
           "scheduler": ((dict, type(None)), "a mapping"), "seeds": (list, "a list of integers"),
-          "datasets": (list, "a list of dataset names"), "budgets": (dict, "a mapping of budgets")}
+          "datasets": (list, "a list of dataset names"), "budgets": (dict, "a mapping of budgets"),
+          "baseline": (str, "an arm label")}
 
 
 def _check_shapes(path: Path, raw: dict[str, Any]) -> None:
@@ -224,6 +229,8 @@ def validate(spec: StudySpec, budgets: tuple[str, ...] = tuple(BUDGETS)) -> None
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise SpecError(f"{p}: arm label(s) {twice} occur more than once; give each arm its own label")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise SpecError(f"{p}: baseline={spec.baseline!r} is not an arm; {suggest(spec.baseline, labels)}")
     if spec.algorithm not in ("grid", "optuna"):
         raise SpecError(f"{p}: algorithm={spec.algorithm!r} is not allowed; allowed: ['grid', 'optuna']")
     if spec.algorithm == "optuna" and (spec.grid or not spec.search):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class StudyContext:
     parent_run_id: str
     threads: int
     env_tags: dict[str, str]
+    log_models: bool = True  # each E1/E2 trial logs its selected EMA weights as an MLflow pyfunc model
 
 
 def trial_config(config: dict[str, Any], ctx: StudyContext, out_dir: Path, point: dict[str, Any]) -> TrialConfig:
@@ -48,6 +50,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     point = point or config["point"]
     cfg = trial_config(config, ctx, out_dir, point)
     client = MlflowClient(ctx.tracking_uri)
+    clock = {"mlflow_s": time.perf_counter(), "ray_report_s": 0.0, "model_logging_s": 0.0}
     tags = {**ctx.env_tags, "diffseg.study": ctx.study, "budget": ctx.budget, "arm": point["label"],
             "dataset": point["dataset"], "seed": str(point["seed"]), "ray_trial_name": trial_name}
     run_id, resumed = tracking.child_run(client, ctx.experiment_id, ctx.parent_run_id, trial_id,
@@ -65,6 +68,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
                 "weighting": fp["derived"]["weighting"], "sampling_density": fp["derived"]["sampling_density"],
                 "recommended_logsnr_end": fp["derived"]["recommended_logsnr_end"],
                 "training_free_error": fp["training_free"]["error"], "split": fp["split"]}, "fingerprint_curve.json")
+    clock["mlflow_s"] = time.perf_counter() - clock["mlflow_s"]
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -73,15 +77,26 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         resume_from = Path(checkpoint.to_directory(str(restored)))
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        t = time.perf_counter()
         tracking.log_metrics(client, run_id, metrics, step=int(metrics["step"]))
+        clock["mlflow_s"] += time.perf_counter() - t
+        t = time.perf_counter()
         ck = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         tune.report({**metrics, "done_training": False}, checkpoint=ck)
+        clock["ray_report_s"] += time.perf_counter() - t
 
     try:
         result = train_trial(cfg, report=report, resume_from=resume_from)
     except Exception:
         tracking.finish_run(client, run_id, ok=False)
         raise
+    if ctx.log_models:
+        from .models import log_trial_model
+
+        t = time.perf_counter()
+        log_trial_model(ctx.tracking_uri, run_id, result)
+        clock["model_logging_s"] = time.perf_counter() - t
+    result.timing.update(clock)  # (the final result logging below is not counted)
     atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
     tracking.log_trial_result(client, run_id, result)
     tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)

@@ -1,0 +1,114 @@
+"""Trained segmenters in MLflow: each E1/E2 trial logs its selected EMA weights as a pyfunc model
+(``mlflow.pyfunc.load_model(uri).predict(images)`` -> probabilities and ensemble std), and at the end of a study
+the best trial per dataset, chosen on validation, is registered as ``diffseg-<study>-<dataset>``.
+
+Input: a batch of RGB uint8 images (B, H, W, 3) of one size (``predict.py`` handles folders of any sizes).
+Output: float32 (B, 2, H, W): channel 0 the mean foreground probability of the ensemble, channel 1 its std.
+Inference params: ``ensemble``, ``steps``, ``sampler``, ``seed`` (defaults: the trial's evaluation settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+from ..experiments.predictor import SEGMENTING, Predictor
+from ..experiments.result import BY_METRIC, FINISHED, TrialResult
+from ..experiments.train import load_checkpoint
+from ..io import safe_name
+
+MODEL_NAME = "model"  # the artifact path of the logged model in a trial's run
+MODEL_URI_TAG = "diffseg.model_uri"
+REGISTERED_FROM_TAG = "diffseg.run_id"
+
+
+class DiffsegSegmenter(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        config = json.loads(Path(context.artifacts["config"]).read_text())
+        weights = torch.load(context.artifacts["weights"], weights_only=True)
+        self.predictor = Predictor(config, weights, device=os.environ.get("DIFFSEG_DEVICE", "auto"))
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
+        p = params or {}
+        if isinstance(model_input, dict):  # a named tensor input arrives as {name: array}
+            model_input = next(iter(model_input.values()))
+        images = np.asarray(model_input)
+        if images.ndim == 3:
+            images = images[None]
+        out = []
+        for img in images.astype(np.uint8):
+            r = self.predictor.predict(img, p.get("ensemble"), p.get("steps"), p.get("sampler"), int(p.get("seed", 0)))
+            out.append(np.stack([r.probability, r.std]))
+        return np.stack(out).astype(np.float32)
+
+
+def signature(cfg: dict[str, Any]) -> ModelSignature:
+    ev = cfg["eval"]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),  # RGB images (B, H, W, 3)
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2, -1, -1))]),  # probability and std (B, 2, H, W)
+        params=ParamSchema([ParamSpec("ensemble", "long", int(ev["ensemble"])),
+                            ParamSpec("steps", "long", int(ev["steps"])),
+                            ParamSpec("sampler", "string", str(ev["sampler"])), ParamSpec("seed", "long", 0)]))
+
+
+def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str | None:
+    """Log the trial's selected EMA weights as a pyfunc model in its run; return the model URI (None when the
+    trial has no segmenter: E3/E4 or no finished evaluation)."""
+    if result.status not in FINISHED or result.config["experiment"] not in SEGMENTING:
+        return None
+    state = load_checkpoint(Path(result.output_dir) / "checkpoint" / "state.pt")
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path, w_path = Path(tmp) / "config.json", Path(tmp) / "weights.pt"
+        cfg_path.write_text(json.dumps({**result.config, "output_dir": None}))
+        torch.save(state["best"]["ema"], w_path)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME, python_model=DiffsegSegmenter(), artifacts={"config": str(cfg_path),
+                                                                           "weights": str(w_path)},
+                signature=signature(result.config),
+                pip_requirements=[f"diffseg=={metadata.version('diffseg')}", f"torch=={torch.__version__}"],
+                metadata={"dataset_hash": result.dataset_hash, "selection": result.selection,
+                          "schedule": json.dumps(result.schedule)})
+    MlflowClient(tracking_uri).set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+    return info.model_uri
+
+
+def register_best(tracking_uri: str, study: str, trials: pd.DataFrame) -> list[str]:
+    """Register the best trial per dataset (on its validation metric) that has a logged model as
+    ``diffseg-<study>-<dataset>``; a trial already registered (a resumed study) is not registered again."""
+    client = MlflowClient(tracking_uri)
+    done = []
+    ok = trials[trials.status.isin(FINISHED) & trials.best_val.notna()]
+    for dataset, grp in ok.groupby("dataset"):
+        metric = grp.selection_metric.iloc[0]
+        grp = grp[grp.selection_metric == metric]
+        best = grp.loc[BY_METRIC[metric].best_index(grp.best_val)]
+        uri = client.get_run(best.run_id).data.tags.get(MODEL_URI_TAG)
+        if uri is None:
+            continue
+        name = safe_name(f"diffseg-{study}-{dataset}", 200, "-_.")
+        if any(v.tags.get(REGISTERED_FROM_TAG) == best.run_id or v.run_id == best.run_id
+               for v in client.search_model_versions(f"name = '{name}'")):
+            done.append(name)
+            continue
+        mlflow.set_tracking_uri(tracking_uri)
+        version = mlflow.register_model(uri, name, tags={REGISTERED_FROM_TAG: best.run_id,
+                                                         "selection_metric": metric,
+                                                         metric: str(best.best_val), "arm": str(best.arm)})
+        client.update_registered_model(name, description=f"best {study} trial on {dataset} by {metric}")
+        done.append(f"{name} v{version.version}")
+    return done
