@@ -134,10 +134,13 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
         metrics = {m["key"] for m in child["data"]["metrics"]}
         assert tags["ray_trial_id"] and tags["git_commit"] and tags["dataset_hash"] and tags["budget"] == "smoke"
         assert params["diffusion.weighting"] in {"uniform", "min_snr", "curve"} and params["data.resolution"] == "32"
-        assert {"val_iou", "test_iou", "test_ece", "curve.mask_error.cond"} <= metrics
+        assert {"val_iou", "test_iou", "test_ece", "t_half.mask_error.cond"} <= metrics
+        assert "step" not in metrics and not any(m.startswith("curve.") for m in metrics), metrics
         arts = _rest(mlflow_server, f"artifacts/list?run_id={child['info']['run_id']}")["files"]
         names = {a["path"] for a in arts}
-        assert {"result.json", "curves.json", "per_image.json", "uncertainty"} <= names
+        assert {"result.json", "curves.json", "curves.png", "per_image.json", "uncertainty"} <= names
+        assert tags["diffseg.model_uri"].startswith("models:/")  # the trial's logged pyfunc model
+        assert child["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "synthetic-blob"
         if params["diffusion.weighting"] == "curve":
             assert "fingerprint_curve.json" in names
         hist = _rest(mlflow_server, f"metrics/get-history?run_id={child['info']['run_id']}&metric_key=val_iou")
@@ -225,9 +228,13 @@ def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser,
 
     browser.get(f"{uri}/#/models")
     WebDriverWait(browser, 60).until(lambda d: name in d.find_element(By.TAG_NAME, "body").text)
-    for close in browser.find_elements(By.CSS_SELECTOR, "[role=dialog] button[aria-label=Close]"):
-        close.click()  # MLflow 3's "new Model Registry UI" announcement covers the page on first visit
-    WebDriverWait(browser, 10).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "[role=dialog]"))
+    from selenium.webdriver.common.keys import Keys
+
+    # MLflow 3 announces its new Model Registry UI in a dialog over the page on a first visit: dismiss it
+    browser.execute_script("document.querySelectorAll('[role=dialog] button').forEach(function (b) {"
+                           "if ((b.getAttribute('aria-label') || '').toLowerCase() === 'close') b.click(); });")
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    time.sleep(1)
     browser.save_screenshot(str(artifacts_dir / "model_registry.png"))
 
 

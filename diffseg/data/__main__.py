@@ -21,9 +21,12 @@ def _print_table(s: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffseg.data")
+    parser = argparse.ArgumentParser(prog="python -m diffseg.data", description="Check and list datasets.",
+                                     epilog="exit codes: 0 valid; 2 problems found (all listed) or bad input")
     sub = parser.add_subparsers(dest="command", required=True)
-    chk = sub.add_parser("check", help="validate and summarise a dataset")
+    chk = sub.add_parser("check", help="validate and summarise a dataset",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                         epilog="exit codes: 0 valid; 2 problems found (all listed) or bad input")
     chk.add_argument("--dataset", required=True,
                      help=f"one of {dataset_names()} or folder:PATH / masks:PATH / nnunet:PATH")
     chk.add_argument("--label", default=None, help="nnunet:PATH only: the foreground label (a name in dataset.json)")

@@ -40,20 +40,22 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="studies/fingerprint.py", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help=f"{dataset_names()} or folder:PATH / masks:PATH")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--schedule", default="linear", choices=sorted(SCHEDULES))
+    p = argparse.ArgumentParser(prog="studies/fingerprint.py", description=__doc__.split(":", 1)[1].strip().split(
+                                ".")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="exit codes: 0 written; 2 bad input (dataset, schedule, trained export)")
+    p.add_argument("--dataset", required=True, help=f"{dataset_names()} or folder:PATH / masks:PATH / nnunet:PATH")
+    p.add_argument("--data-root", default=None, help="root folder of the dataset (overrides its default root)")
+    p.add_argument("--schedule", default="linear", choices=sorted(SCHEDULES), help="the noise schedule")
     p.add_argument("--schedule-param", action="append", type=_param, default=[], metavar="KEY=VALUE",
                    help="schedule parameter or modifier, e.g. logsnr_end=-12 (repeatable)")
-    p.add_argument("--T", type=int, default=1000)
-    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--T", type=int, default=1000, help="diffusion steps")
+    p.add_argument("--resolution", type=int, default=256, help="square side the masks are resized to (px)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the case-level split (as data.split_seed)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation cases (seen by the fingerprint)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out cases the fingerprint never sees")
     p.add_argument("--trained", default=None, help="a study export folder with E3 trials (curves.parquet)")
     p.add_argument("--out", default="runs/fingerprints", help="fingerprint root (a study uses <runs>/fingerprints)")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="write fingerprint.json only (no HTML/PNG chart)")
     args = p.parse_args(argv)
     try:
         spec = FingerprintSpec(args.dataset, PrepConfig(args.resolution), args.schedule, args.T,

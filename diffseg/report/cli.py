@@ -41,8 +41,14 @@ def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="reports/make_report.py", description=__doc__.splitlines()[0])
-    p.add_argument("--study", required=True)
+    p = argparse.ArgumentParser(
+        prog="reports/make_report.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Build a study's report: one self-contained HTML page (summary, Table 1, fingerprints, "
+                    "conditioning and loss over t, arm comparison with paired intervals against the baseline arm, "
+                    "calibration, search overview) from the study's Parquet exports, every chart also as PNG, "
+                    "attached to the study's MLflow parent run.",
+        epilog="exit codes: 0 written; 2 the study has no complete exports in --runs")
+    p.add_argument("--study", required=True, help="the study name (its exports are in <runs>/exports/<study>)")
     p.add_argument("--runs", default="runs", help="the folder a study wrote with run_study.py --out")
     p.add_argument("--out", default=None, help="default: <runs>/reports/<study>/")
     p.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the MLflow parent run")

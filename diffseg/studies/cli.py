@@ -273,7 +273,11 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                 "selection": _selection_words(spec), "baseline": spec.baseline_arm(), "num_samples": num_samples,
                 "trials": len(plan) * num_samples,
                 "datasets": sorted({p.dataset for p in plan}), "seeds": sorted({p.seed for p in plan})},
-        tags={**env_tags, "budget": args.budget})
+        tags={**env_tags, "budget": args.budget}, description=_description(spec, args.budget, plan))
+    if not args.resume:  # the study file and the resolved plan, as the parent's artifacts
+        client = tracking.MlflowClient(tracking_uri)
+        client.log_artifact(parent, str(spec.path), "study")
+        tracking.log_json_artifact(client, parent, [p.to_dict() for p in plan], "plan.json")
     atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": tracking_uri,
                                               "budget": args.budget, "experiment_id": exp_id}))
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
@@ -308,8 +312,9 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         else:
             tuner = tune.Tuner(
                 trainable,
+                # reuse_actors: one worker process serves trial after trial (no per-trial start and imports)
                 param_space={"point": tune.grid_search([p.to_dict() for p in plan]), **search_space(spec)},
-                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples,
+                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples, reuse_actors=True,
                                             max_concurrent_trials=concurrency, scheduler=scheduler,
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
                 run_config=run_config(spec.name))
@@ -334,7 +339,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                 search = OptunaSearch(**tune_metric, seed=point.seed + i,
                                       storage=f"sqlite:///{out / 'optuna.db'}", study_name=name)
                 tuner = tune.Tuner(fixed, param_space=search_space(spec), tune_config=tune.TuneConfig(
-                    **tune_metric, num_samples=num_samples, search_alg=search,
+                    **tune_metric, num_samples=num_samples, search_alg=search, reuse_actors=True,
                     max_concurrent_trials=concurrency, scheduler=scheduler),
                     run_config=run_config(name))
             grid = tuner.fit()
@@ -354,6 +359,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         client.set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
         t = time.monotonic()
         paths = export_study(tracking_uri, spec.name, export_dir(out, spec.name), parent)
+        tracking.summarise_parent(client, parent, pd.read_parquet(paths["trials"]), paths["trials"].parent)
         phases["export_s"] = time.monotonic() - t
         if not args.no_models:
             from .models import register_best
@@ -396,6 +402,14 @@ def time_breakdown(phases: dict[str, float], trials) -> str:
             f"{TRIAL_PHASES[k]} {100 * v / busy:.1f} %" for k, v in parts.items())
             + f", other (worker start, data, model build) {100 * other / busy:.1f} %")
     return "\n".join(lines)
+
+
+def _description(spec: StudySpec, budget: str, plan: list[TrialPoint]) -> str:
+    arms = list(dict.fromkeys(p.label for p in plan))
+    return (f"**{spec.name}**: {spec.description}\n\nbudget {budget}; datasets "
+            f"{', '.join(sorted({p.dataset for p in plan}))}; seeds {sorted({p.seed for p in plan})}; "
+            f"{len(arms)} arms: {', '.join(arms)}; baseline arm {spec.baseline_arm()}; selection "
+            f"{_selection_words(spec)}")
 
 
 def _selection_words(spec: StudySpec) -> str:

@@ -16,13 +16,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+import numpy as np
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ..experiments.result import RESULT_ARTIFACT, TrialResult
+from ..data.registry import get_spec
+from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
@@ -99,7 +103,7 @@ def default_tracking_uri(out: Path) -> str:
 
 
 def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | None,
-                params: dict[str, Any], tags: dict[str, str]) -> tuple[str, str]:
+                params: dict[str, Any], tags: dict[str, str], description: str = "") -> tuple[str, str]:
     """Create (or find) the study's experiment and the invocation's parent run in the driver, before trials start,
     so the store's schema is created once. Returns (experiment_id, parent_run_id)."""
     client = MlflowClient(tracking_uri)
@@ -111,11 +115,14 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
         exp_id = client.create_experiment(study, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
+    # MLflow 3 picks an experiment's landing page from its kind: these are model-training experiments
+    client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     if parent_run_id is not None:
         client.update_run(parent_run_id, status="RUNNING")
         return exp_id, parent_run_id
     run = client.create_run(exp_id, run_name=f"{study}-{time.strftime('%Y%m%d-%H%M%S')}",
-                            tags={**tags, "diffseg.role": "study", "diffseg.study": study})
+                            tags={**tags, "diffseg.role": "study", "diffseg.study": study,
+                                  NOTE_TAG: description})
     log_params(client, run.info.run_id, params)
     return exp_id, run.info.run_id
 
@@ -133,7 +140,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
     ts = int(time.time() * 1000)
     items = [Metric(sanitize(k), float(v), ts, step) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     for i in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[i : i + 1000])
 
@@ -159,17 +166,30 @@ def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) ->
 
 
 def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> None:
-    """Final metrics, per-t curves (as metrics with step = t and as a table), per-image metrics, reliability,
-    the whole result as JSON (``RESULT_ARTIFACT``, what the export reads), and the uncertainty gallery PNG."""
+    """Final metrics; the per-t curves as artifacts (``curves.json`` and ``curves.png`` with t on the axis, not as
+    step metrics) with one scalar per error curve as a metric (``t_half.<kind>.<cond|uncond>``: the t where the
+    curve first reaches half its value at the last t); per-image metrics; the whole result as JSON
+    (``RESULT_ARTIFACT``, what the export reads); the uncertainty gallery PNG."""
+    from ..fingerprint.derive import crossing_t
+
     log_metrics(client, run_id, result.metrics, step=result.step)
+    halves = {}
     for c in result.curves:
-        key = f"curve.{c.kind}.{'cond' if c.conditioned else 'uncond'}"
-        ts = int(time.time() * 1000)
-        items = [Metric(key, float(v), ts, int(t)) for t, v in zip(c.t, c.value, strict=True) if math.isfinite(v)]
-        for i in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[i : i + 1000])
+        if c.kind in (MASK_ERROR, IMAGE_ERROR) and c.value and c.value[-1] > 0:
+            t = crossing_t(np.asarray(c.t), np.asarray(c.value), 0.5 * c.value[-1])
+            halves[f"t_half.{c.kind}.{'cond' if c.conditioned else 'uncond'}"] = math.nan if t is None else t
+    log_metrics(client, run_id, halves, step=result.step)
+    if result.curves:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(tmp) / "curves.png"
+            png.write_bytes(curves_png(result))
+            client.log_artifact(run_id, str(png))
     client.log_batch(run_id, tags=[RunTag("dataset_hash", result.dataset_hash),
                                    RunTag("trial_status", result.status)])
+    client.log_inputs(run_id, datasets=[DatasetInput(Dataset(
+        name=result.dataset, digest=result.dataset_hash[:36], source_type="local",
+        source=dataset_source(result.dataset, result.config["data"].get("data_root"))),
+        tags=[InputTag("mlflow.data.context", "training")])])
     d = result.to_dict()
     log_json_artifact(client, run_id, d["curves"], "curves.json")
     log_json_artifact(client, run_id, result.per_image, "per_image.json")
@@ -177,6 +197,45 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
+
+
+def dataset_source(name: str, data_root: str | None) -> str:
+    """Where a dataset is read from (its root folder; a generator for the synthetic sets)."""
+    spec = get_spec(name, data_root)
+    return str(spec.root) if spec.root is not None else f"generated: {spec.synthetic_kind}"
+
+
+def summarise_parent(client: MlflowClient, parent_id: str, trials, export_folder: Path) -> None:
+    """The parent run as a summary: the best validation value per dataset as metrics, a tag naming the best child
+    run per dataset, and the Parquet exports as artifacts."""
+    from ..experiments.result import BY_METRIC, FINISHED
+
+    ok = trials[trials.status.isin(FINISHED) & trials.best_val.notna()]
+    metrics, tags = {}, []
+    for dataset, grp in ok.groupby("dataset"):
+        for metric, g in grp.groupby("selection_metric"):
+            best = g.loc[BY_METRIC[metric].best_index(g.best_val)]
+            metrics[f"best.{dataset}.{metric}"] = float(best.best_val)
+            tags.append(RunTag(sanitize(f"best_child.{dataset}.{metric}"), f"{best.run_id} ({best.arm})"))
+    log_metrics(client, parent_id, metrics, step=0)
+    if tags:
+        client.log_batch(parent_id, tags=tags)
+    client.log_artifacts(parent_id, str(export_folder), "exports")
+
+
+def curves_png(result: TrialResult) -> bytes:
+    """One chart of the trial's curves over t (one panel per kind), rendered offline with vl-convert."""
+    import altair as alt
+    import pandas as pd
+    import vl_convert as vlc
+
+    rows = [{"kind": c.kind, "input": "with condition" if c.conditioned else "without condition", "t": t, "value": v}
+            for c in result.curves for t, v in zip(c.t, c.value, strict=True)]
+    chart = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+        x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("value:Q", title=None),
+        color=alt.Color("input:N", title=None)).properties(width=260, height=180).facet(
+        facet=alt.Facet("kind:N", title=None), columns=2).resolve_scale(y="independent")
+    return vlc.vegalite_to_png(chart.to_dict(), scale=1.0)
 
 
 def finish_run(client: MlflowClient, run_id: str, ok: bool) -> None:
