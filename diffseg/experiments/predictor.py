@@ -62,7 +62,7 @@ class Predictor:
     def _prepare(self, crop: np.ndarray) -> torch.Tensor:
         r = self.cfg.data.resolution
         img = np.asarray(Image.fromarray(crop).resize((r, r), RESIZE[self.cfg.data.image_resize]))
-        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+        return torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, ensemble: int | None = None, steps: int | None = None,
