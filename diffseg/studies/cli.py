@@ -312,9 +312,8 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         else:
             tuner = tune.Tuner(
                 trainable,
-                # reuse_actors: one worker process serves trial after trial (no per-trial start and imports)
                 param_space={"point": tune.grid_search([p.to_dict() for p in plan]), **search_space(spec)},
-                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples, reuse_actors=True,
+                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples,
                                             max_concurrent_trials=concurrency, scheduler=scheduler,
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
                 run_config=run_config(spec.name))
@@ -339,7 +338,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                 search = OptunaSearch(**tune_metric, seed=point.seed + i,
                                       storage=f"sqlite:///{out / 'optuna.db'}", study_name=name)
                 tuner = tune.Tuner(fixed, param_space=search_space(spec), tune_config=tune.TuneConfig(
-                    **tune_metric, num_samples=num_samples, search_alg=search, reuse_actors=True,
+                    **tune_metric, num_samples=num_samples, search_alg=search,
                     max_concurrent_trials=concurrency, scheduler=scheduler),
                     run_config=run_config(name))
             grid = tuner.fit()
@@ -439,6 +438,24 @@ def _print_errors(grid) -> None:
               file=sys.stderr)
 
 
+def summary_warnings(trials) -> list[str]:
+    """Warnings for the end-of-study summary: a single seed (no interval possible), and datasets where the arm that
+    is best on validation (mean over seeds, the arm selection) is not the one best on test (choosing on test would
+    pick another arm)."""
+    ok = trials[trials.status.isin(FINISHED)] if "status" in trials else trials.iloc[0:0]
+    out = []
+    if "seed" in ok and ok.seed.nunique() == 1 and len(ok):
+        out.append("one seed only: differences between arms carry no interval; run more seeds (--seed)")
+    if not {"dataset", "arm", "best_val", "test_iou", "selection_metric"} <= set(ok.columns):
+        return out
+    for dataset, g in ok[ok.selection_metric == "val_iou"].groupby("dataset"):
+        means = g.groupby("arm")[["best_val", "test_iou"]].mean().dropna()
+        if len(means) > 1 and means.best_val.idxmax() != means.test_iou.idxmax():
+            out.append(f"{dataset}: validation picks {means.best_val.idxmax()!r}, test would pick "
+                       f"{means.test_iou.idxmax()!r}; report the validation choice")
+    return out
+
+
 def _resources_words(resources: dict) -> str:
     nodes = sum(1 for k in resources if k.startswith("node:") and not k.startswith("node:__internal"))
     return (f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs on {max(nodes, 1)} "
@@ -459,6 +476,8 @@ def _summary(paths: dict[str, Path], spec: StudySpec, elapsed: float, resources:
     order = trials.assign(_score=-(trials.best_val * sign)).sort_values(["dataset", "_score"], na_position="last")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(order[cols].to_string(index=False))
+    for w in summary_warnings(trials):
+        print(f"warning: {w}")
     print(f"exports: {paths['trials'].parent}")
     return bool(trials.status.isin(FINISHED).any())
 
