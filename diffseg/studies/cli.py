@@ -358,13 +358,14 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         client.set_terminated(parent, "KILLED" if unfinished else "FAILED" if errors else "FINISHED")
         t = time.monotonic()
         paths = export_study(tracking_uri, spec.name, export_dir(out, spec.name), parent)
-        tracking.summarise_parent(client, parent, pd.read_parquet(paths["trials"]), paths["trials"].parent)
+        trials = pd.read_parquet(paths["trials"])
+        tracking.summarise_parent(client, parent, trials, paths["trials"].parent)
         phases["export_s"] = time.monotonic() - t
         if not args.no_models:
             from .models import register_best
 
             t = time.monotonic()
-            for name in register_best(tracking_uri, spec.name, pd.read_parquet(paths["trials"])):
+            for name in register_best(tracking_uri, spec.name, trials):
                 print(f"registered model: {name}")
             phases["registry_s"] = time.monotonic() - t
         tracking.log_metrics(client, parent, {f"time.{k}": v for k, v in phases.items()}, step=0)
@@ -375,8 +376,8 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
     if unfinished:
         print(f"interrupted: {unfinished} trial(s) unfinished ({killed} MLflow run(s) marked KILLED); {resume_hint}",
               file=sys.stderr)
-    ok = _summary(paths, spec, elapsed, resources, interrupted=bool(unfinished))
-    print(time_breakdown(phases, pd.read_parquet(paths["trials"])))
+    ok = _summary(trials, paths, spec, elapsed, resources, interrupted=bool(unfinished))
+    print(time_breakdown(phases, trials))
     if not ok and not unfinished:
         print("error: no trial finished ok (see the statuses above)", file=sys.stderr)
     return 1 if errors or unfinished or not ok else 0
@@ -462,12 +463,12 @@ def _resources_words(resources: dict) -> str:
             f"node{'s' if nodes > 1 else ''}")
 
 
-def _summary(paths: dict[str, Path], spec: StudySpec, elapsed: float, resources: dict, interrupted: bool) -> bool:
+def _summary(trials, paths: dict[str, Path], spec: StudySpec, elapsed: float, resources: dict,
+             interrupted: bool) -> bool:
     """Print the end-of-study summary, sorted by each trial's own validation metric (best first); return whether
     any trial finished ok."""
     import pandas as pd
 
-    trials = pd.read_parquet(paths["trials"])
     print(f"\nstudy {spec.name} {'interrupted' if interrupted else 'finished'} after {elapsed / 60:.1f} min on "
           f"{_resources_words(resources)}: {status_summary(trials.status)}")
     cols = [c for c in ("arm", "dataset", "seed", "status", "selection_metric", "best_val", "test_iou", "test_ece",
