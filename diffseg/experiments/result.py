@@ -53,7 +53,8 @@ SELECTION = {"e1": Selection("val_iou", "max"), "e2": Selection("val_iou", "max"
 BY_METRIC = {s.metric: s for s in SELECTION.values()}  # selection metric -> its Selection
 
 # --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
-EXPORT_TABLES = ("trials", "history", "curves", "images", "reliability", "conditioning", "comparisons")
+EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reliability", "conditioning",
+                 "comparisons")
 STUDY_META = "study.json"
 RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
 

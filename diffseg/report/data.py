@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..experiments import TrialConfig
+from ..experiments.flat import unflatten
 from ..experiments.result import EXPORT_TABLES, FINISHED, STUDY_META, export_dir
 from ..fingerprint import load_or_compute, spec_for_trial
 
@@ -26,6 +27,7 @@ class StudyData:
     runs: Path
     meta: dict
     trials: pd.DataFrame
+    config_curves: pd.DataFrame
     history: pd.DataFrame
     curves: pd.DataFrame
     images: pd.DataFrame
@@ -63,20 +65,15 @@ def load_study(runs: Path, study: str) -> StudyData:
     return d
 
 
-def trial_config(row: pd.Series) -> TrialConfig:
-    """The TrialConfig of an exported trial row, rebuilt from its ``cfg.*`` columns."""
-    flat = {}
-    for key, value in row.items():
-        if not key.startswith("cfg.") or value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-            continue
-        if isinstance(value, str) and value[:1] in "[{":
-            value = json.loads(value)
-        elif hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        flat[key[4:]] = value
-    return TrialConfig.from_dict(flat)
+def trial_config(row: pd.Series, config_curves: pd.DataFrame | None = None) -> TrialConfig:
+    """The TrialConfig of an exported trial row, rebuilt from its ``cfg.*`` columns and its long curves."""
+    curves = {}
+    if config_curves is not None and len(config_curves):
+        own = config_curves[config_curves.trial_id == row["trial_id"]].sort_values("index")
+        curves = {k: g.value.tolist() for k, g in own.groupby("key")}
+    flat = {k[4:]: (None if pd.api.types.is_scalar(v) and pd.isna(v) else v)
+            for k, v in row.items() if k.startswith("cfg.")}
+    return TrialConfig.from_dict(unflatten(flat, curves))
 
 
 def study_fingerprints(d: StudyData) -> tuple[dict[str, dict], list[str]]:
@@ -85,7 +82,7 @@ def study_fingerprints(d: StudyData) -> tuple[dict[str, dict], list[str]]:
     fps, notes = {}, []
     for ds in sorted(t.dataset.dropna().unique()):
         rows = t[t.dataset == ds].sort_values("experiment", key=lambda s: s != "e3")
-        cfg = trial_config(rows.iloc[0])
+        cfg = trial_config(rows.iloc[0], d.config_curves)
         try:
             fp, _ = load_or_compute(d.runs / "fingerprints", spec_for_trial(cfg), cfg.data.data_root,
                                     d.runs / "cache")

@@ -175,7 +175,7 @@ def training_free_baseline(d) -> pd.DataFrame:
     t = t[t.experiment.isin(["e1", "e2"])]
     rows = []
     for ds, grp in t.groupby("dataset"):
-        cfg = trial_config(grp.iloc[0])
+        cfg = trial_config(grp.iloc[0], d.config_curves)
         data = load_dataset(ds, build.prep(cfg), cfg.data.data_root, d.runs / "cache")
         idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
         idx = idx[: cfg.eval.test_max_images] if cfg.eval.test_max_images else idx

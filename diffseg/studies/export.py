@@ -14,18 +14,17 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ..experiments.evaluate import PER_IMAGE
+from ..experiments.flat import JSON, SCHEMA, flat_config
 from ..experiments.result import ERROR, EXPORT_TABLES, FINISHED, MASK_ERROR, RESULT_ARTIFACT, STUDY_META, TrialResult
 from ..io import atomic_path, atomic_write_text
 from ..metrics.paired import COLUMNS as PAIRED_COLUMNS
 from ..metrics.paired import TYPES as PAIRED_TYPES
 from ..metrics.paired import compare_arms
-from .tracking import flatten
 
 TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
                  "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
@@ -65,22 +64,43 @@ def _result(client: MlflowClient, run_id: str) -> TrialResult | None:
         return TrialResult.from_dict(json.loads(Path(path).read_text()))
 
 
-def _missing(v: Any) -> bool:
-    """None or a float NaN (what pandas puts in an object column for a missing value): exported as null."""
-    return v is None or (isinstance(v, float) and v != v)
+CONFIG_COLUMNS = {f"cfg.{k}": ("string" if t == JSON else t) for k, t in SCHEMA.items()}
+# the trials table's own columns and their types; then the test metrics (float64) and the config columns
+TRIAL_TYPES = {**dict.fromkeys(["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset",
+                                "dataset_hash", "experiment", "architecture", "budget", "status", "mlflow_status",
+                                "selection_metric", "selection", "git_commit", "hardware"], "string"),
+               **dict.fromkeys(["seed", "step", "best_step", "n_params", "threads"], "Int64"),
+               **dict.fromkeys(["wall_time_s", "train_time_s", "eval_time_s", "best_val"], "float64")}
 
 
-def _typed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Config columns with one type each: numbers as float64 (ints kept), bools, everything else JSON text."""
-    for col in [c for c in df.columns if c.startswith(prefix)]:
-        vals = df[col].dropna()
-        if vals.map(lambda v: isinstance(v, bool)).all() and len(vals):
-            df[col] = df[col].astype("boolean")
-        elif vals.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all() and len(vals):
-            df[col] = pd.to_numeric(df[col])
+def _trials_frame(trials: list[dict]) -> pd.DataFrame:
+    """One type per column whatever the study: from ``TRIAL_TYPES``, the config dataclasses
+    (``CONFIG_COLUMNS``), float64 for metrics and timings; an all-missing column keeps its type."""
+    df = pd.DataFrame(trials)
+    extra = sorted(c for c in df.columns if c not in TRIAL_COLUMNS and c not in CONFIG_COLUMNS and c != "threads")
+    df = df.reindex(columns=[*TRIAL_COLUMNS, "threads", *extra, *CONFIG_COLUMNS])
+    for col in df.columns:
+        if col in ("start_time", "end_time"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+            continue
+        dtype = TRIAL_TYPES.get(col) or CONFIG_COLUMNS.get(col) or "float64"
+        if dtype in ("Int64", "float64"):
+            df[col] = pd.to_numeric(df[col]).astype(dtype)
         else:
-            df[col] = df[col].map(lambda v: None if _missing(v) else (v if isinstance(v, str) else json.dumps(v)))
-            df[col] = df[col].astype("string")
+            df[col] = df[col].astype(dtype)
+    return df
+
+
+def _columns(rows: list[dict], first: list[str]) -> list[str]:
+    """``first``, then every other key of ``rows`` in sorted order."""
+    return [*first, *sorted({k for r in rows for k in r} - set(first))]
+
+
+def _numeric(df: pd.DataFrame, ints: set[str], strings: frozenset | set = frozenset()) -> pd.DataFrame:
+    """``trial_id`` and ``strings`` as string, ``ints`` as Int64, every other column float64."""
+    for col in df.columns:
+        df[col] = (df[col].astype("string") if col == "trial_id" or col in strings else
+                   pd.to_numeric(df[col]).astype("Int64" if col in ints else "float64"))
     return df
 
 
@@ -125,7 +145,7 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
     exp_id, parent = find_parent(client, study, parent_run_id)
     pid = parent.info.run_id
     runs = _all_runs(client, exp_id, f"tags.`mlflow.parentRunId` = '{pid}'")
-    trials, history, curves, images, reliability, hashes = [], [], [], [], [], {}
+    trials, config_curves, history, curves, images, reliability, hashes = [], [], [], [], [], [], {}
     for run in runs:
         tags, info = run.data.tags, run.info
         res = _result(client, info.run_id)
@@ -150,8 +170,10 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
         row.update({f"time_{k}": v for k, v in res.timing.items()})
         hashes[res.dataset] = res.dataset_hash
         row.update(res.metrics)
-        row.update({f"cfg.{k}": v for k, v in flatten(cfg).items()})
+        flat, long_curves = flat_config(cfg)
+        row.update({f"cfg.{k}": v for k, v in flat.items()})
         trials.append(row)
+        config_curves += [{"trial_id": tid, **r} for r in long_curves]
         history += [{"trial_id": tid, **h} for h in res.history]
         curves += [{"trial_id": tid, "kind": c.kind, "conditioned": c.conditioned, "t": t, "value": v}
                    for c in res.curves for t, v in zip(c.t, c.value, strict=True)]
@@ -159,32 +181,21 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
                    for r in res.per_image]
         reliability += [{"trial_id": tid, **r} for r in res.reliability]
     dest.mkdir(parents=True, exist_ok=True)
-    tdf = pd.DataFrame(trials)
-    for col in TRIAL_COLUMNS:
-        if col not in tdf.columns:
-            tdf[col] = None
-    tdf = _typed(tdf[TRIAL_COLUMNS + [c for c in tdf.columns if c not in TRIAL_COLUMNS]], "cfg.")
-    for col in ("study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
-                "experiment", "architecture", "budget", "status", "mlflow_status", "selection_metric",
-                "selection", "git_commit", "hardware"):
-        tdf[col] = tdf[col].astype("string")
-    if "threads" not in tdf:
-        tdf["threads"] = None
-    for col in ("seed", "step", "best_step", "n_params", "threads"):
-        tdf[col] = pd.to_numeric(tdf[col]).astype("Int64")
-    for col in ("wall_time_s", "train_time_s", "eval_time_s", "best_val"):
-        tdf[col] = pd.to_numeric(tdf[col]).astype("float64")
+    tdf = _trials_frame(trials)
     frames = {
         "trials": tdf,
-        "history": pd.DataFrame(history, columns=None if history else ["trial_id", "step", "train_loss"]),
-        "curves": pd.DataFrame(curves, columns=["trial_id", "kind", "conditioned", "t", "value"]),
-        "images": pd.DataFrame(images) if images else pd.DataFrame(
-            columns=["trial_id", "dataset", "arm", "seed", "image_id", *PER_IMAGE]),
-        "reliability": pd.DataFrame(reliability) if reliability else pd.DataFrame(
-            columns=["trial_id", "bin", "count", "confidence", "accuracy", "lower", "upper"]),
+        "config_curves": pd.DataFrame(config_curves, columns=["trial_id", "key", "index", "value"]).astype(
+            {"trial_id": "string", "key": "string", "index": "Int64", "value": "float64"}),
+        "history": _numeric(pd.DataFrame(history).reindex(columns=_columns(history, ["trial_id", "step",
+                                                                                    "train_loss"])), {"step"}),
+        "curves": pd.DataFrame(curves, columns=["trial_id", "kind", "conditioned", "t", "value"]).astype(
+            {"trial_id": "string", "kind": "string", "conditioned": "bool", "t": "float64", "value": "float64"}),
+        "images": _numeric(pd.DataFrame(images).reindex(columns=_columns(
+            images, ["trial_id", "dataset", "arm", "seed", "image_id", *PER_IMAGE])), {"seed"},
+            {"dataset", "arm", "image_id"}),
+        "reliability": _numeric(pd.DataFrame(reliability).reindex(
+            columns=["trial_id", "bin", "count", "confidence", "accuracy", "lower", "upper"]), {"bin", "count"}),
     }
-    frames["curves"] = frames["curves"].astype({"trial_id": "string", "kind": "string", "conditioned": "bool",
-                                                "t": "float64", "value": "float64"})
     frames["conditioning"] = conditioning_pairs(tdf, frames["curves"]).astype(
         {"dataset": "string", "architecture": "string", "seed": "Int64", "e2_trial_id": "string",
          "partner_trial_id": "string", "partner": "string", "t": "float64", "with_image": "float64",
@@ -193,11 +204,6 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
     ok_images = frames["images"][frames["images"].trial_id.isin(tdf.trial_id[tdf.status.isin(FINISHED)])]
     frames["comparisons"] = (compare_arms(ok_images, baseline) if baseline and len(ok_images) else
                              pd.DataFrame(columns=PAIRED_COLUMNS)).astype(PAIRED_TYPES)
-    for name in ("history", "images", "reliability"):
-        frames[name]["trial_id"] = frames[name]["trial_id"].astype("string")
-    frames["images"] = frames["images"].astype({"dataset": "string", "arm": "string", "seed": "Int64"})
-    if "image_id" in frames["images"]:
-        frames["images"]["image_id"] = frames["images"]["image_id"].astype("string")
     paths = {}
     for name in EXPORT_TABLES:
         df, path = frames[name], dest / f"{name}.parquet"

@@ -21,6 +21,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.tracking import MlflowClient
 
 from ..data.registry import get_spec
+from ..experiments.flat import to_json
 from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -33,17 +34,6 @@ _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
 def sanitize(name: str) -> str:
     """MLflow allows alphanumerics and ``_ - . space /`` in keys."""
     return _BAD.sub("_", name)[:250]
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def git_commit() -> str:
@@ -128,9 +118,10 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Flat params (a trial's as ``experiments.flat.flat_config`` gives them); lists and mappings as JSON."""
     items = []
-    for k, v in flatten(params).items():
-        text = json.dumps(v) if isinstance(v, (list, dict, tuple)) else str(v)
+    for k, v in params.items():
+        text = to_json(v) if isinstance(v, (list, dict, tuple)) else str(v)
         if len(text) <= MAX_PARAM_CHARS:
             items.append(Param(sanitize(k), text))
     for i in range(0, len(items), 100):

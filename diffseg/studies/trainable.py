@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from ..experiments import TrialConfig, train_trial
+from ..experiments.flat import flat_config
 from ..experiments.result import NAN_LOSS, RESULT_ARTIFACT
 from ..fingerprint import load_fingerprint
 from ..io import atomic_write_text
@@ -56,10 +57,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     run_id, resumed = tracking.child_run(client, ctx.experiment_id, ctx.parent_run_id, trial_id,
                                          f"{point['label']} | {point['dataset']} | s{point['seed']}", tags)
     if not resumed:
-        params = cfg.to_dict()
-        for key in ("weighting_params", "timestep_sampler_params"):
-            if len(json.dumps(params["diffusion"][key])) > tracking.MAX_PARAM_CHARS:
-                params["diffusion"][key] = {"resolved_from": "fingerprint (see fingerprint_curve.json)"}
+        params, _ = flat_config(cfg.to_dict())  # long curves: fingerprint_curve.json, config_curves.parquet
         tracking.log_params(client, run_id, {**params, "arm": point["label"]})
         if point.get("fingerprint"):
             fp = load_fingerprint(Path(point["fingerprint"]))
