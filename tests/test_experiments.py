@@ -59,11 +59,15 @@ def test_references_train_in_e1(arch):
 
 
 def test_result_contents_and_report_callback(tmp_path):
-    seen = []
-    r = train_trial(cfg(**{"train.steps": 10, "output_dir": str(tmp_path)}),
-                    report=lambda m, ckpt: seen.append((m, ckpt)))
+    seen, logged = [], []
+    r = train_trial(cfg(**{"train.steps": 10, "train.log_every": 2, "output_dir": str(tmp_path)}),
+                    report=lambda m, ckpt: seen.append((m, ckpt)), log=lambda m, step: logged.append((step, m)))
     assert [m["step"] for m, _ in seen] == [5, 10] and (tmp_path / "checkpoint" / "state.pt").exists()
     assert r.history == [m for m, _ in seen]
+    # the training loss every train.log_every steps, each the mean of its own steps (two windows per validation
+    # of 5 steps would not average to the validation's mean: 2 + 2 + 1 steps)
+    assert [s for s, _ in logged] == [2, 4, 6, 8, 10] and all(math.isfinite(m["train_loss"]) for _, m in logged)
+    assert len({m["train_loss"] for _, m in logged}) == 5
     m = r.metrics
     for key in ("test_iou", "test_dice", "test_ece", "test_ece_pooled", "test_brier", "test_nll", "test_ged",
                 "test_hm_iou"):
@@ -212,3 +216,24 @@ def test_resume_refuses_a_planted_pickle_and_runs_nothing(tmp_path):
     assert not marker.exists(), "the payload ran"
     torch.load(ckpt / "state.pt", weights_only=False)  # the same file does run code when loaded unsafely
     assert marker.exists()
+
+
+def test_gallery_names_its_columns_in_the_image(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from diffseg.experiments.evaluate import GALLERY_COLUMNS, save_gallery
+
+    g = torch.Generator().manual_seed(0)
+    images, gts = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1, (torch.rand(3, 1, 32, 32, generator=g) > 0.5) * 2 - 1
+    members = torch.rand(3, 4, 1, 32, 32, generator=g) * 2 - 1
+    path = save_gallery(tmp_path / "gallery.png", images, gts.float(), members, k=2)
+    px = np.asarray(Image.open(path).convert("L"))
+    col = px.shape[1] // len(GALLERY_COLUMNS)
+    assert col >= 112 and px.shape[0] == 2 * col + 20  # two rows of square panels under a 20 px header band
+    header = px[:20]
+    for j in range(len(GALLERY_COLUMNS)):  # every column has its name written (dark text on white) above it
+        assert (header[:, j * col : (j + 1) * col] < 128).sum() > 30, GALLERY_COLUMNS[j]
+    widths = [np.nonzero((header[:, j * col : (j + 1) * col] < 128).any(0))[0] for j in range(len(GALLERY_COLUMNS))]
+    spans = [w.max() - w.min() for w in widths]
+    assert spans[2] > spans[0]  # "mean probability" is wider than "image": the text differs per column

@@ -105,7 +105,7 @@ def _matches_an_uninterrupted_run(out: Path) -> None:
     threads = torch.get_num_threads()
     try:
         for row in trials.itertuples():
-            result = json.loads((out / "trials" / row.trial_id / RESULT_ARTIFACT).read_text())  # kept on disk
+            result = json.loads((out / "trials" / row.trial_name / RESULT_ARTIFACT).read_text())  # kept on disk
             config = {**result["config"], "output_dir": str(out / "straight" / row.trial_id)}
             straight = train_trial(config)
             assert (straight.metrics["test_iou"], straight.metrics["test_ece"], straight.best_val) == (

@@ -21,8 +21,9 @@ from tests.conftest import free_port as _free_port
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["architectures", "conditioning", "final_noise_levels", "findings", "fingerprints", "noise_schedules",
            "segmentation_vs_generation", "weighting_schedules"]
-TINY_BUDGET = ("{train.steps: 6, train.val_every: 3, eval.test_max_images: 3, eval.curve_points: 4, "
-               "eval.curve_max_images: 3, eval.ensemble: 2, eval.steps: 2, eval.val_steps: 2, eval.val_max_images: 3}")
+TINY_BUDGET = ("{train.steps: 6, train.val_every: 3, train.log_every: 2, eval.test_max_images: 3, "
+               "eval.curve_points: 4, eval.curve_max_images: 3, eval.ensemble: 2, eval.steps: 2, eval.val_steps: 2, "
+               "eval.val_max_images: 3}")
 
 
 def tiny_spec(path: Path, arms: str = "", datasets: str = "[synthetic-blob]") -> Path:
@@ -145,8 +146,15 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
             assert "fingerprint_curve.json" in names
         hist = _rest(mlflow_server, f"metrics/get-history?run_id={child['info']['run_id']}&metric_key=val_iou")
         assert [m["step"] for m in hist["metrics"]] == [3, 6]
+        loss = _rest(mlflow_server, f"metrics/get-history?run_id={child['info']['run_id']}&metric_key=train_loss")
+        assert sorted(m["step"] for m in loss["metrics"]) == [2, 4, 6]  # every train.log_every steps
     exports = out / "exports" / "e2e_study"
     trials = pd.read_parquet(exports / "trials.parquet")
+    # trial folders carry the arm; checkpoints are kept once (Ray's copy), not also in the trial's own folder
+    for row in trials.itertuples():
+        assert row.trial_name.startswith(f"{row.arm}-synthetic-blob-s0-") and (out / "trials" / row.trial_name).is_dir()
+        assert not (out / "trials" / row.trial_name / "checkpoint").exists()
+        assert len(list((out / "ray").glob(f"*/{row.trial_name}/checkpoint_*/state.pt"))) == 1
     assert len(trials) == 3 and set(trials.status) == {"ok"} and trials.test_iou.between(0, 1).all()
     assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
     # two trials at once on 2 CPUs, one CPU each: each trial's torch runs 1 thread (no oversubscription)

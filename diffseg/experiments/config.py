@@ -62,6 +62,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     val_every: int = 100
+    log_every: int = 10  # the training loss (mean of the last log_every steps) is logged every log_every steps
     patience: int | None = None  # validations without improvement before stopping
     bf16: bool = False
     channels_last: bool = False
@@ -205,7 +206,8 @@ def _validate(c: TrialConfig) -> None:
         raise ValueError("diffusion.target='eps' is degenerate with zero_terminal_snr (x0 = (x_t - s eps)/a, a = 0; "
                          "Lin et al. 2023): use target 'v' or 'x0'")
     positive = {"train.steps": c.train.steps, "train.batch_size": c.train.batch_size, "train.lr": c.train.lr,
-                "train.val_every": c.train.val_every, "eval.ensemble": c.eval.ensemble, "eval.steps": c.eval.steps,
+                "train.val_every": c.train.val_every, "train.log_every": c.train.log_every,
+                "eval.ensemble": c.eval.ensemble, "eval.steps": c.eval.steps,
                 "eval.val_ensemble": c.eval.val_ensemble, "eval.val_steps": c.eval.val_steps,
                 "eval.curve_points": c.eval.curve_points, "diffusion.T": d.T, "data.resolution": c.data.resolution}
     for where, value in positive.items():

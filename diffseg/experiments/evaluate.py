@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..masks import ensemble_summary
 from ..metrics import (
@@ -71,8 +71,12 @@ def _to_rgb(img: torch.Tensor) -> np.ndarray:
     return (a.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def save_gallery(path: Path, images, gts, members, k: int, scale: int = 2) -> Path | None:
-    """Rows of (image, ground truth, mean probability, std x 2) for the first k images, as one PNG."""
+GALLERY_COLUMNS = ("image", "ground truth", "mean probability", "2 x std")
+
+
+def save_gallery(path: Path, images, gts, members, k: int, min_width: int = 112) -> Path | None:
+    """Rows of (image, ground truth, mean probability, 2 x std over members) for the first k images, as one PNG
+    with the column names drawn in a header band; every column at least ``min_width`` px wide."""
     if k <= 0 or members.shape[0] == 0:
         return None
     mean, std, _ = ensemble_summary(members[:k], dim=1)
@@ -82,6 +86,14 @@ def save_gallery(path: Path, images, gts, members, k: int, scale: int = 2) -> Pa
         gt = _to_rgb((gts[i] > 0).float())
         rows.append(np.concatenate([img, gt, _to_rgb(mean[i]), _to_rgb((std[i] * 2).clamp(0, 1))], 1))
     grid = np.concatenate(rows, 0)
+    scale = -(-min_width // gts.shape[-1])
+    body = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    font, col, band = ImageFont.load_default(size=12), gts.shape[-1] * scale, 20
+    out = Image.new("RGB", (body.width, body.height + band), "white")
+    out.paste(body, (0, band))
+    draw = ImageDraw.Draw(out)
+    for j, name in enumerate(GALLERY_COLUMNS):
+        draw.text((j * col + col / 2, band / 2), name, fill="black", font=font, anchor="mm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+    out.save(path)
     return path

@@ -61,6 +61,7 @@ from .result import (
 )
 
 Report = Callable[[dict[str, Any], str | None], None]
+Log = Callable[[dict[str, float], int], None]  # (metrics, step): the training loss every train.log_every steps
 ENSEMBLE_SIZES = (1, 2, 3, 5, 10, 15, 25)
 
 
@@ -119,9 +120,10 @@ def _ema(model: torch.nn.Module, decay: float) -> AveragedModel:
 class Trial:
     """State of one trial; ``run()`` does the work. Split from ``train_trial`` so tests can reach the parts."""
 
-    def __init__(self, cfg: TrialConfig, report: Report | None = None, resume_from: str | Path | None = None):
+    def __init__(self, cfg: TrialConfig, report: Report | None = None, resume_from: str | Path | None = None,
+                 log: Log | None = None):
         self.cfg = cfg.validate()
-        self.report = report
+        self.report, self.log = report, log
         self.resume_from = Path(resume_from) if resume_from else None
         self.mode: Mode = MODES[cfg.experiment]
         self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
@@ -294,7 +296,8 @@ class Trial:
         if self.resume_from is not None:
             self.load_state(load_checkpoint(self.resume_from / "state.pt"))
         status = OK
-        losses: list[float] = []
+        losses: list[float] = []  # since the last validation
+        window: list[float] = []  # since the last train-loss log
         clock = self.timing
         while self.step < cfg.train.steps:
             t = time.perf_counter()
@@ -305,6 +308,10 @@ class Trial:
                 status = NAN_LOSS
                 break
             losses.append(loss)
+            window.append(loss)
+            if self.log is not None and self.step % cfg.train.log_every == 0:
+                self.log({"train_loss": float(np.mean(window))}, self.step)
+                window = []
             if self.step % cfg.train.val_every == 0 or self.step == cfg.train.steps:
                 t = time.perf_counter()
                 metrics = {"step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -383,8 +390,10 @@ class Trial:
 
 
 def train_trial(config: TrialConfig | dict[str, Any], report: Report | None = None,
-                resume_from: str | Path | None = None) -> TrialResult:
+                resume_from: str | Path | None = None, log: Log | None = None) -> TrialResult:
     """Run one trial. ``config``: a TrialConfig or a (nested or dotted) dict. ``report(metrics, checkpoint_dir)``
-    is called at every validation; the same numbers come back in the result with curves and artifact paths."""
+    is called at every validation (the history's ``train_loss`` is the mean since the previous validation),
+    ``log(metrics, step)`` every ``train.log_every`` steps with the mean training loss of those steps; the same
+    numbers come back in the result with curves and artifact paths."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-    return Trial(cfg, report, resume_from).run()
+    return Trial(cfg, report, resume_from, log).run()

@@ -1,7 +1,7 @@
 """Loading what a report is built from: a study's Parquet exports (``<runs>/exports/<study>/``), the training-free
 fingerprint of each dataset at exactly the settings its trials used (``fingerprint.load_or_compute`` under
 ``<runs>/fingerprints``: the E3 trials' resolution, preprocessing, split and schedule; train + val masks only) and
-the trials' uncertainty galleries (``<runs>/trials/<trial_id>/gallery.png``) when the runs folder still has them."""
+the trials' uncertainty galleries (``<runs>/trials/<trial_name>/gallery.png``) when the runs folder still has them."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ class StudyData:
         fp = self.fingerprints.get(dataset)
         return fp["training_free"]["prior_fg"] if fp else None
 
-    def gallery(self, trial_id: str) -> Path | None:
-        p = self.runs / "trials" / trial_id / "gallery.png"
+    def gallery(self, trial_name: str) -> Path | None:
+        p = self.runs / "trials" / trial_name / "gallery.png"
         return p if p.exists() else None
 
 

@@ -288,7 +288,7 @@ def calibration(d: StudyData) -> Section | None:
         charts.append((f"reliability_{ds}", (ref + lines).properties(width=W, height=W, title=ds)))
     images = []
     for (ds, arm), grp in t.sort_values("seed").groupby(["dataset", "arm"]):
-        p = d.gallery(grp.trial_id.iloc[0])
+        p = d.gallery(grp.trial_name.iloc[0])
         if p is not None and len(images) < 12:
             images.append((f"{ds} / {arm}: image, ground truth, mean, 2 x std",
                            "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))

@@ -430,7 +430,7 @@ def _trial_name(trial) -> str:
 
 
 def _trial_dirname(trial) -> str:
-    return trial.trial_id
+    return _trial_name(trial)
 
 
 def _print_errors(grid) -> None:

@@ -47,7 +47,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     bound with ``tune.with_parameters`` for Optuna studies, whose config holds the sampled values only."""
     tctx = tune.get_context()
     trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
-    out_dir = Path(ctx.out) / "trials" / trial_id
+    out_dir = Path(ctx.out) / "trials" / trial_name  # "<arm>-<dataset>-s<seed>-<trial id>", as Ray's own folder
     point = point or config["point"]
     cfg = trial_config(config, ctx, out_dir, point)
     client = MlflowClient(ctx.tracking_uri)
@@ -74,9 +74,15 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         shutil.rmtree(restored, ignore_errors=True)
         resume_from = Path(checkpoint.to_directory(str(restored)))
 
-    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+    def log(metrics: dict[str, float], step: int) -> None:
         t = time.perf_counter()
-        tracking.log_metrics(client, run_id, metrics, step=int(metrics["step"]))
+        tracking.log_metrics(client, run_id, metrics, step=step)
+        clock["mlflow_s"] += time.perf_counter() - t
+
+    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        t = time.perf_counter()  # train_loss goes to MLflow through log(), every train.log_every steps
+        tracking.log_metrics(client, run_id, {k: v for k, v in metrics.items() if k != "train_loss"},
+                             step=int(metrics["step"]))
         clock["mlflow_s"] += time.perf_counter() - t
         t = time.perf_counter()
         ck = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
@@ -84,7 +90,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         clock["ray_report_s"] += time.perf_counter() - t
 
     try:
-        result = train_trial(cfg, report=report, resume_from=resume_from)
+        result = train_trial(cfg, report=report, resume_from=resume_from, log=log)
     except Exception:
         tracking.finish_run(client, run_id, ok=False)
         raise
@@ -94,6 +100,10 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         t = time.perf_counter()
         log_trial_model(ctx.tracking_uri, run_id, result)
         clock["model_logging_s"] = time.perf_counter() - t
+    # checkpoints are kept once: Ray's copy (what --resume restores); the trial's working copies go
+    for working in ("checkpoint", "restored"):
+        shutil.rmtree(out_dir / working, ignore_errors=True)
+    result.artifacts.pop("checkpoint", None)
     result.timing.update(clock)  # (the final result logging below is not counted)
     atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
     tracking.log_trial_result(client, run_id, result)
