@@ -10,6 +10,7 @@ from PIL import Image
 
 from diffseg.report.cli import main as report_main
 from diffseg.studies.cli import main as study_main
+from diffseg.studies.export_cli import main as export_main
 
 # the shipped study files at the smoke budget, shrunk to one dataset and a few steps so the suite stays short
 SHRINK = ["--dataset", "synthetic-blob", "--set", "train.steps=20", "--set", "train.val_every=10",
@@ -48,13 +49,23 @@ def _check_in_browser(driver, html: Path, shots: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("study", "sections"), [
-    ("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration", "search"}),
-    ("architectures", {"summary", "table1", "conditioning", "comparison", "calibration", "search"}),
+    ("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration"}),
+    ("architectures", {"summary", "table1", "conditioning", "comparison", "calibration"}),
 ])
 def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_session, browser, artifacts_dir):
-    runs = tmp_path / "runs"
-    assert study_main(["--study", study, "--budget", "smoke", "--out", str(runs), *SHRINK]) == 0
+    ran = tmp_path / "ran"
+    assert study_main(["--study", study, "--budget", "smoke", "--out", str(ran), *SHRINK]) == 0
+    # the study folder is relocatable: moved elsewhere, it is read (and the report attached) from where it is now
+    runs = tmp_path / "moved" / "runs"
+    runs.parent.mkdir()
+    shutil.move(ran, runs)
+    assert not ran.exists() and b"/ran/" in (runs / "mlflow.db").read_bytes()
     assert report_main(["--study", study, "--runs", str(runs)]) == 0
+    exports = runs / "exports" / study
+    assert json.loads((exports / "study.json").read_text())["tracking_uri"] is None  # no absolute store path
+    before = pd.read_parquet(exports / "trials.parquet")
+    assert export_main(["--study", study, "--out", str(runs)]) == 0  # every trial's result.json is read again
+    assert pd.read_parquet(exports / "trials.parquet").run_id.tolist() == before.run_id.tolist()
     out = runs / "reports" / study
     pngs = sorted((out / "charts").glob("*.png"))
     assert pngs
@@ -74,7 +85,8 @@ def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_s
     from mlflow.tracking import MlflowClient
 
     meta = json.loads((runs / "exports" / study / "study.json").read_text())
-    attached = {a.path for a in MlflowClient(meta["tracking_uri"]).list_artifacts(meta["parent_run_id"], "report")}
+    client = MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    attached = {a.path for a in client.list_artifacts(meta["parent_run_id"], "report")}
     assert "report/report.html" in attached and "report/charts" in attached
     if study == "weighting_schedules":
         _hostile_labels_stay_text(runs, study, tmp_path, browser, artifacts_dir)
@@ -126,3 +138,52 @@ def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_
     assert "(n=2)" in text and "(b) mask error with the image" in text and "(c) fingerprints" in text
     assert "## weighting_schedules\n\n_not run" in text
     assert list((tmp_path / "doc").glob("findings_training_loss_over_t.png"))
+
+
+def _study_data(trials: pd.DataFrame, meta: dict):
+    from diffseg.report.data import StudyData
+
+    empty = pd.DataFrame(columns=["trial_id"])
+    return StudyData("s", Path("/nonexistent"), meta, trials, *(empty,) * 7)
+
+
+def _trials(n_arms=3, seeds=(0, 1)):
+    rows = []
+    for a in range(n_arms):
+        for s in seeds:
+            rows.append({"trial_id": f"t{a}{s}", "trial_name": f"arm{a}-x-s{s}-t{a}{s}", "run_id": f"run{a}{s}",
+                         "arm": f"arm{a}", "dataset": "ds", "seed": s, "status": "ok", "selection_metric": "val_iou",
+                         "best_val": 0.5 + 0.1 * a + 0.01 * s, "test_iou": 0.9 - 0.1 * a, "test_ece": 0.1,
+                         "cfg.diffusion.weighting_params": ["{}", '{"gamma": 5}', "{}"][a % 3],
+                         "cfg.diffusion.input_scale": [None, 0.5, None][a % 3], "cfg.train.lr": 1e-3 * (a + 1)})
+    return pd.DataFrame(rows)
+
+
+def test_arm_table_is_full_sorted_by_validation_and_links_runs_when_a_server_is_known():
+    from diffseg.report.sections import comparison
+
+    t = _trials()
+    t.loc[t.arm == "arm1", "arm"] = HOSTILE  # an arm label is text, never markup
+    d = _study_data(t, {"experiment_id": "7"})
+    html = comparison(d).tables[0]
+    assert "<script>" not in html and "&lt;/script&gt;" in html and "href" not in html  # no server: no links
+    order = [html.index(a) for a in ("arm2", "&lt;/script&gt;", "arm0")]  # best validation first (not test)
+    assert order == sorted(order)
+    d.mlflow_url = "http://127.0.0.1:5000"
+    html = comparison(d).tables[0]
+    assert html.count('href="http://127.0.0.1:5000/#/experiments/7/runs/run') == 6 and ">s1</a>" in html
+
+
+def test_search_overview_only_for_searches_and_without_missing_categories():
+    from diffseg.report.sections import search_overview
+
+    assert search_overview(_study_data(_trials(), {"algorithm": "grid"})) is None
+    s = search_overview(_study_data(_trials(), {"algorithm": "optuna"}))
+    values = set()
+    for _, chart in s.charts:
+        spec = chart.to_dict()
+        for rows in spec["datasets"].values():
+            values |= {str(v) for r in rows for k, v in r.items() if k not in ("best_val", "dataset")}
+        assert "value" not in json.dumps(spec["encoding"])  # axes are named after the parameter
+    assert {"default", "defaults", '{"gamma": 5}', "0.5"} <= values
+    assert not values & {"nan", "NaN", "None", "null", "{}", "<NA>"}, values

@@ -13,10 +13,18 @@ from .html import render
 from .sections import build_sections
 
 
-def attach_to_mlflow(d: StudyData, out: Path) -> str | None:
-    uri, parent = d.meta.get("tracking_uri"), d.meta.get("parent_run_id")
-    if not uri or not parent:
-        return "no tracking URI in study.json"
+def tracking_uri(d: StudyData, given: str | None = None) -> str:
+    """``given`` (--tracking-uri), else the server the study recorded, else the runs folder's own store (wherever
+    the folder is now)."""
+    from ..studies.tracking import default_tracking_uri
+
+    return given or d.meta.get("tracking_uri") or default_tracking_uri(d.runs)
+
+
+def attach_to_mlflow(d: StudyData, out: Path, uri: str) -> str | None:
+    parent = d.meta.get("parent_run_id")
+    if not parent:
+        return "no parent run in study.json"
     try:
         from mlflow.tracking import MlflowClient
 
@@ -28,13 +36,16 @@ def attach_to_mlflow(d: StudyData, out: Path) -> str | None:
     return None
 
 
-def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = True) -> dict:
+def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = True,
+                uri: str | None = None) -> dict:
     d = load_study(runs, study)
+    d.mlflow_url = next((u for u in (uri, d.meta.get("tracking_uri")) if u and u.startswith(("http://", "https://"))),
+                        None)
     out = out or runs / "reports" / study
     result = render(f"diffseg study report: {study}", build_sections(d), out)
     result["notes"] = list(d.notes)
     if attach:
-        note = attach_to_mlflow(d, out)
+        note = attach_to_mlflow(d, out, tracking_uri(d, uri))
         if note:
             result["notes"].append(note)
     return result
@@ -51,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study", required=True, help="the study name (its exports are in <runs>/exports/<study>)")
     p.add_argument("--runs", default="runs", help="the folder a study wrote with run_study.py --out")
     p.add_argument("--out", default=None, help="default: <runs>/reports/<study>/")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store to attach the report to (default: the server the study recorded, else the "
+                        "runs folder's own mlflow.db, wherever the folder is now)")
     p.add_argument("--no-mlflow", action="store_true", help="do not attach the report to the MLflow parent run")
     args = p.parse_args(argv)
     try:
         r = make_report(args.study, Path(args.runs).resolve(), Path(args.out).resolve() if args.out else None,
-                        attach=not args.no_mlflow)
+                        attach=not args.no_mlflow, uri=args.tracking_uri)
     except NoExports as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,14 @@ class StudyData:
     comparisons: pd.DataFrame
     fingerprints: dict[str, dict] = field(default_factory=dict)  # dataset -> fingerprint.json
     notes: list[str] = field(default_factory=list)
+    mlflow_url: str | None = None  # the MLflow server's UI, when known: table rows link to their runs
+
+    def run_links(self) -> dict[str, str]:
+        """MLflow run id -> its page in the MLflow UI (empty without a server URL)."""
+        if not self.mlflow_url:
+            return {}
+        base = f"{self.mlflow_url.rstrip('/')}/#/experiments/{self.meta.get('experiment_id')}/runs/"
+        return {r: base + r for r in self.trials.run_id.dropna()}
 
     def ok_trials(self) -> pd.DataFrame:
         return self.trials[self.trials.status.isin(FINISHED)]

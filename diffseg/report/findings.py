@@ -17,7 +17,7 @@ states the rule it applies. Nothing here is tuned: the rules are fixed in the do
   and the paired difference E2 - E1 over seeds. Rule: "E2 lowers ECE" when the upper bound of ECE(E2) - ECE(E1)
   is below 0.
 - (e) ``arm_ranks``: each arm's rank per dataset by the mean validation metric over seeds (1 = best), with the
-  mean test IoU beside it.
+  test metrics (mean and 95 % interval over seeds) beside it.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def fingerprint_agreement(d) -> pd.DataFrame:
         def col(key, part, per=per):
             return [a[key][part] if a[key][part] is not None else np.nan for a in per]
 
-        row = {"dataset": ds, "resolution": fp["resolution"], "masks (train+val)": fp["split"]["samples"],
+        row = {"dataset": ds, "masks (train+val)": fp["split"]["samples"], "resolution (px)": fp["resolution"],
                "t_half training-free": tf["t_half"], "t_half trained E3": fmt_ci(col("t_half", "trained"), 0)}
         for key, name in (("t_half", "|Δ t_half|"), ("t_005", "|Δ t at 0.05|"), ("t_095", "|Δ t at 0.95|")):
             vals = col(key, "abs_diff")
@@ -150,17 +150,25 @@ def ece_vs_n(d) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ARM_TEST_METRICS = (("test_iou", "test IoU"), ("test_ece", "test ECE"), ("test_x0_error", "test x0 error"))
+
+
 def arm_ranks(d) -> pd.DataFrame:
+    """Every arm on every dataset, ranked by its mean validation metric (the selection; never by test), with the
+    test metrics as mean and 95 % interval over seeds, and the (seed, MLflow run id) pairs of its trials."""
     t = d.ok_trials().dropna(subset=["arm", "best_val"])
     rows = []
     for (ds, metric), grp in t.groupby(["dataset", "selection_metric"]):
-        grp = grp.assign(test_iou=grp["test_iou"] if "test_iou" in grp else np.nan)
-        agg = grp.groupby("arm").agg(val=("best_val", "mean"), n=("best_val", "size"), test_iou=("test_iou", "mean"))
-        agg = agg.sort_values("val", ascending=BY_METRIC[metric].ascending)
-        for rank, (arm, r) in enumerate(agg.iterrows(), 1):
-            rows.append({"dataset": ds, "arm": arm, "selection metric": metric, "rank (validation)": rank,
-                         "of": len(agg), "mean validation": round(r.val, 4), "mean test IoU": round(r.test_iou, 4),
-                         "seeds": int(r.n)})
+        val = grp.groupby("arm").best_val.mean().sort_values(ascending=BY_METRIC[metric].ascending)
+        for rank, (arm, v) in enumerate(val.items(), 1):
+            own = grp[grp.arm == arm].sort_values("seed")
+            row = {"dataset": ds, "arm": arm, "rank (validation)": f"{rank} of {len(val)}",
+                   f"mean {metric}": round(v, 4), "seeds": len(own)}
+            for col, name in ARM_TEST_METRICS:
+                if col in own and own[col].notna().any():
+                    row[name] = fmt_ci(own[col].dropna())
+            row["runs"] = list(zip(own.seed.astype(int), own.run_id, strict=True))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

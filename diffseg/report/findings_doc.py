@@ -46,7 +46,8 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                   if (d.ok_trials().experiment == "e3").any() else pd.DataFrame(),
                   "(d) calibration: feed-forward (E1) vs diffusion (E2)": findings.calibration(d),
                   "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),
-                  "(e) arm ranks (by validation; test IoU beside)": findings.arm_ranks(d)
+                  "(e) arm ranks (by validation; test metrics beside)":
+                  findings.arm_ranks(d).drop(columns="runs", errors="ignore")
                   if d.ok_trials().arm.nunique() > 1 and study not in ("findings", "fingerprints") else pd.DataFrame()}
         for title, df in tables.items():
             if not df.empty:

@@ -4,18 +4,20 @@ the study has no data for it."""
 from __future__ import annotations
 
 import base64
+import html
 from dataclasses import dataclass, field
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
-from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS, status_summary
+from ..experiments.result import MASK_ERROR, TRAIN_LOSS, status_summary
 from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
 
 W, H = 260, 180
+GALLERY_CAP = 12  # uncertainty galleries shown at most (one per dataset and arm; the caption says when capped)
 
 
 @dataclass
@@ -34,8 +36,25 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f}" if n <= 1 or pd.isna(std) else f"{mean:.3f} ± {std:.3f} (n={n})"
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, border=0, classes="tbl", escape=True, na_rep="-")
+def _table(df: pd.DataFrame, links: dict[str, str] | None = None) -> str:
+    """An escaped HTML table; ``links`` (cell text -> URL) turns matching cells of a ``runs`` column of
+    (seed, run id) pairs into links (the only HTML not escaped: built here from escaped parts)."""
+    df = df.copy()
+    anchors = {}
+    if "runs" in df:
+        def cell(pairs):
+            parts = []
+            for seed, run_id in pairs:
+                token = f"@@run{len(anchors)}@@"
+                url = (links or {}).get(run_id)
+                anchors[token] = (f'<a href="{html.escape(url)}">s{seed}</a>' if url else f"s{seed}")
+                parts.append(token)
+            return " ".join(parts)
+        df["runs"] = df["runs"].map(cell)
+    out = df.to_html(index=False, border=0, classes="tbl", escape=True, na_rep="-")
+    for token, anchor in anchors.items():
+        out = out.replace(token, anchor)
+    return out
 
 
 def summary(d: StudyData) -> Section:
@@ -100,6 +119,11 @@ def _normalised_e3(d: StudyData) -> pd.DataFrame:
     return c
 
 
+def _at(t, resolution: int) -> str:
+    """A t with the resolution it holds at (a fingerprint's t moves with the image size)."""
+    return "not reached by t = T" if t is None or pd.isna(t) else f"{int(t)} at {resolution} px"
+
+
 def fingerprints(d: StudyData) -> Section | None:
     e3 = _normalised_e3(d)
     if not d.fingerprints:
@@ -110,16 +134,17 @@ def fingerprints(d: StudyData) -> Section | None:
     archs = sorted(e3.architecture.dropna().unique()) if not e3.empty else []
     archs = archs if len(archs) > 1 else []  # one architecture: its curve is the mean
     palette = ["#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#b279a2"]
-    colour = alt.Color("curve:N", title=None, scale=alt.Scale(
-        domain=[*archs, "trained E3, mean of architectures", "training-free"],
-        range=[*(palette[i % len(palette)] for i in range(len(archs))), "#e45756", "black"]))
+    trained = [] if e3.empty else ["trained E3, mean of architectures" if archs else "trained E3"]
+    colour = alt.Color("curve:N", title=None, scale=alt.Scale(  # the legend names only the curves drawn
+        domain=[*archs, *trained, "training-free"],
+        range=[*(palette[i % len(palette)] for i in range(len(archs))), *(["#e45756"] if trained else []), "black"]))
     y = alt.Y("value:Q", title="mask error / prior error 4π(1-π)", scale=alt.Scale(domain=[0, 3], clamp=True))
     layers = []
     if not e3.empty:
         per_arch = e3.groupby(["dataset", "architecture", "t"], as_index=False).value.mean()
         per_arch["curve"] = per_arch.architecture
         mean = per_arch.groupby(["dataset", "t"], as_index=False).value.mean()
-        mean["curve"] = "trained E3, mean of architectures"
+        mean["curve"] = trained[0]
         if archs:
             layers.append(alt.Chart(per_arch).mark_line(strokeDash=[3, 3]).encode(
                 x=alt.X("t:Q", title="diffusion step t"), y=y, color=colour))
@@ -137,7 +162,7 @@ def fingerprints(d: StudyData) -> Section | None:
         x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("weight:Q", title="derived weighting (mean 1)"),
         color="dataset:N").properties(width=W * 2, height=H, title="fingerprint-derived weighting |d error / dt|")))
     rows = [{"dataset": ds, "resolution (px)": fp["resolution"], "masks used": f"{fp['split']['samples']} "
-             f"({fp['split']['used']})", "t_half": fp["training_free"]["t_half"],
+             f"({fp['split']['used']})", "t_half": _at(fp["training_free"]["t_half"], fp["resolution"]),
              "recoverable until t": fp["derived"]["recoverable_until_t"],
              "no better than prior from t": fp["derived"]["lost_from_t"] or "not reached by T",
              "error at T": round(fp["derived"]["error_at_T"], 3),
@@ -221,24 +246,21 @@ def comparison(d: StudyData) -> Section | None:
         charts.append((f"{metric}_per_arm", chart))
     h = d.history.merge(t[["trial_id", "arm", "dataset", "seed", "selection_metric"]], on="trial_id")
     tables = []
-    for metric, grp in t.groupby("selection_metric"):  # never compare val IoU with val x0 error
+    for metric in sorted(t.selection_metric.dropna().unique()):  # never compare val IoU with val x0 error
         if metric in h and h[metric].notna().any():
             hm = h[h.selection_metric == metric].dropna(subset=[metric]).groupby(
                 ["dataset", "arm", "step"], as_index=False)[metric].mean()
             charts.append((f"validation_over_steps_{metric}", alt.Chart(hm).mark_line(point=True).encode(
-                x=alt.X("step:Q", title="training step"), y=alt.Y(f"{metric}:Q"), color="arm:N",
+                x=alt.X("step:Q", title="training step"), y=alt.Y(f"{metric}:Q", title=f"validation {metric} (EMA)"),
+                color="arm:N",
                 column=alt.Column("dataset:N", title=None)).properties(width=W, height=H)))
-        sel = grp.groupby(["dataset", "arm"], as_index=False).agg(
-            best_val=("best_val", "mean"), n=("best_val", "size"),
-            **{k: (k, "mean") for k in ("test_iou", "test_ece", "test_x0_error") if k in grp})
-        pick = sel.groupby("dataset").best_val.agg(BY_METRIC[metric].best_index)
-        tables.append(_table(sel.loc[pick].assign(selection_metric=metric).round(4)))
     ranks = findings.arm_ranks(d)
     if not ranks.empty:
-        tables.append(_table(ranks))
-    text = ("Final test metrics per arm (points: seeds, tick: mean), validation over training steps, and the best "
-            "configuration per dataset, chosen on validation (separately for each selection metric: val_iou for "
-            "E1/E2, val_x0_error for E3/E4) and reported on test.")
+        tables.append(_table(ranks, d.run_links()))
+    text = ("Final test metrics per arm (points: seeds, tick: mean) and validation over training steps. The table "
+            "lists every arm on every dataset, ranked by its mean validation metric (the selection: val_iou for "
+            "E1/E2, val_x0_error for E3/E4; rank 1 is the configuration chosen), with the test metrics as mean "
+            "and 95 % interval over seeds" + (" and a link to each seed's MLflow run." if d.mlflow_url else "."))
     c = d.comparisons
     if not c.empty:
         charts.append(("paired_difference_vs_baseline", _paired_chart(c)))
@@ -282,16 +304,16 @@ def calibration(d: StudyData) -> Section | None:
     charts = []
     for ds in sorted(agg.dataset.unique()):
         lines = alt.Chart(agg[agg.dataset == ds]).mark_line(point=True).encode(
-            x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("confidence:Q", title="predicted foreground probability (bin mean)",
+                    scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("accuracy:Q", title="foreground frequency", scale=alt.Scale(domain=[0, 1])), color="arm:N")
         ref = alt.Chart(diag).mark_line(color="gray", strokeDash=[4, 4]).encode(x="confidence:Q", y="accuracy:Q")
         charts.append((f"reliability_{ds}", (ref + lines).properties(width=W, height=W, title=ds)))
-    images = []
-    for (ds, arm), grp in t.sort_values("seed").groupby(["dataset", "arm"]):
-        p = d.gallery(grp.trial_name.iloc[0])
-        if p is not None and len(images) < 12:
-            images.append((f"{ds} / {arm}: image, ground truth, mean, 2 x std",
-                           "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()))
+    galleries = [(ds, arm, p) for (ds, arm), grp in t.sort_values("seed").groupby(["dataset", "arm"])
+                 if (p := d.gallery(grp.trial_name.iloc[0])) is not None]
+    images = [(f"{ds} / {arm} (seed {int(t[(t.dataset == ds) & (t.arm == arm)].seed.min())})",
+               "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
+              for ds, arm, p in galleries[:GALLERY_CAP]]
     tables = []
     en = findings.ece_vs_n(d)
     if not en.empty and en.N.nunique() > 1:
@@ -308,14 +330,27 @@ def calibration(d: StudyData) -> Section | None:
                    "E1 vs E2 test IoU and ECE per architecture and dataset (mean, 95 % interval over seeds, paired "
                    "difference); ECE against the ensemble size N (the mean of N near-binary members takes about "
                    "N + 1 values, so ECE depends on N); reliability diagrams of the pooled test pixels per arm (10 "
-                   "equal-width bins; the diagonal is perfect calibration) and uncertainty galleries "
-                   "(first image of each arm's first seed, at most 12).", tables=tables, charts=charts, images=images)
+                   "equal-width bins; the diagonal is perfect calibration) and uncertainty galleries (the first "
+                   "test images of each arm's lowest seed; columns: image, ground truth, mean foreground "
+                   "probability, 2 x std over members" + (f"; {len(images)} of {len(galleries)} shown, one per "
+                   "dataset and arm in alphabetical order" if len(galleries) > len(images) else "") + ").",
+                   tables=tables, charts=charts, images=images)
 
 
 IGNORED = {"cfg.seed", "cfg.data.dataset", "cfg.output_dir", "cfg.data.cache_dir", "cfg.data.data_root"}
 
 
+def _category(value) -> str:
+    """A config value as a chart category: a missing value is the field's default, an empty mapping 'defaults'."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return "default"
+    return "defaults" if value == "{}" else str(value)
+
+
 def search_overview(d: StudyData) -> Section | None:
+    """Only for searched studies (Optuna): a grid study's arms are compared in the arm comparison."""
+    if d.meta.get("algorithm", "grid") == "grid":
+        return None
     t = _arms(d)
     cols = [c for c in t.columns if c.startswith("cfg.") and c not in IGNORED and t[c].nunique(dropna=False) > 1
             and not (t[c].dtype == "string" and t[c].str.len().max() > 80)]
@@ -324,15 +359,18 @@ def search_overview(d: StudyData) -> Section | None:
     charts = []
     for metric, grp in t.groupby("selection_metric"):
         for c in cols[:8]:
+            name = c[4:]
             numeric = pd.api.types.is_numeric_dtype(grp[c]) and grp[c].nunique() > 4
-            df = grp[[c, "best_val", "dataset"]].rename(columns={c: "value"})
-            df["value"] = df.value.astype(float if numeric else str)
-            charts.append((f"effect_{c[4:]}_{metric}", alt.Chart(df).mark_point(filled=True, opacity=0.7).encode(
-                x=alt.X("value:Q" if numeric else "value:N", title=c[4:]),
-                y=alt.Y("best_val:Q", title=metric), color="dataset:N"
-            ).properties(width=W, height=H, title=c[4:])))
+            df = grp[[c, "best_val", "dataset"]].rename(columns={c: name})
+            df[name] = df[name].astype(float) if numeric else df[name].astype(object).map(_category)
+            charts.append((f"effect_{name}_{metric}", alt.Chart(df.dropna(subset=[name])).mark_point(
+                filled=True, opacity=0.7).encode(x=alt.X(f"{name}:{'Q' if numeric else 'N'}", title=name),
+                                                 y=alt.Y("best_val:Q", title=f"best validation {metric}"),
+                                                 color="dataset:N").properties(width=W, height=H, title=name)))
     return Section("search", "Search overview",
-                   "Per-parameter effect on the selection metric (every trial one point).", charts=charts)
+                   "Per-parameter effect on the selection metric: every searched trial one point (its best "
+                   "validation value); 'default' marks a trial that left the parameter at its default.",
+                   charts=charts)
 
 
 SECTIONS = (summary, table1, fingerprints, conditioning_and_loss, comparison, calibration, search_overview)

@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if not state_path.exists():
             return fail(f"nothing to resume: {state_path} does not exist (run without --resume first)")
         state = json.loads(state_path.read_text())
-        tracking_uri = state["tracking_uri"]
+        tracking_uri = tracking_uri or state.get("tracking_uri")  # None: the folder's own store
     tracking_uri = tracking_uri or tracking.default_tracking_uri(out)
     unreachable = tracking.probe(tracking_uri)
     if unreachable:
@@ -278,7 +278,8 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
         client = tracking.MlflowClient(tracking_uri)
         client.log_artifact(parent, str(spec.path), "study")
         tracking.log_json_artifact(client, parent, [p.to_dict() for p in plan], "plan.json")
-    atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": tracking_uri,
+    recorded_uri = None if tracking.own_store(tracking_uri, out) else tracking_uri  # relocatable folder
+    atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": recorded_uri,
                                               "budget": args.budget, "experiment_id": exp_id}))
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
           flush=True)

@@ -25,6 +25,7 @@ from ..io import atomic_path, atomic_write_text
 from ..metrics.paired import COLUMNS as PAIRED_COLUMNS
 from ..metrics.paired import TYPES as PAIRED_TYPES
 from ..metrics.paired import compare_arms
+from .tracking import own_store
 
 TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
                  "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
@@ -211,8 +212,10 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
             df.to_parquet(tmp, index=False)
         paths[name] = path
     p = parent.data
-    meta = {"study": study, "parent_run_id": pid, "experiment_id": exp_id, "tracking_uri": tracking_uri,
-            "budget": p.tags.get("budget"), "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
+    # the study folder's own store is not recorded as a URI (an absolute path): the folder stays relocatable
+    recorded_uri = None if own_store(tracking_uri, dest.parents[1]) else tracking_uri
+    meta = {"study": study, "parent_run_id": pid, "experiment_id": exp_id, "tracking_uri": recorded_uri,
+            "budget": p.tags.get("budget"), "algorithm": p.params.get("algorithm"), "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
             "datasets": hashes, "trials": len(trials),
             "failed": int((tdf["status"] == ERROR).sum()) if len(tdf) else 0,
             "total_compute_s": float(tdf["wall_time_s"].fillna(0).sum()) if len(tdf) else 0.0,

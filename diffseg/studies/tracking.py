@@ -9,7 +9,9 @@ import math
 import os
 import platform
 import re
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -88,8 +90,45 @@ def mark_unfinished(client: MlflowClient, exp_id: str, parent_id: str) -> int:
     return len(runs)
 
 
+STORE_DB = "mlflow.db"  # a study folder's own tracking store (when no --tracking-uri is given)
+ARTIFACT_ROOT = "mlartifacts"  # ... and its artifacts
+# where a local MLflow store writes absolute artifact locations (MLflow resolves local paths on write)
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "source"),
+                     ("model_versions", "storage_location"))
+
+
+def own_store(tracking_uri: str, out: Path) -> bool:
+    """Whether ``tracking_uri`` is the study folder's own store (recorded relative to the folder, not as a URI)."""
+    return tracking_uri == f"sqlite:///{(out / STORE_DB).resolve()}"
+
+
 def default_tracking_uri(out: Path) -> str:
-    return f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    """The study folder's own store. A folder that was moved or copied is re-pointed first: the artifact locations
+    MLflow stored as absolute paths under the old folder are rewritten to this folder's ``mlartifacts``."""
+    db = (out / STORE_DB).resolve()
+    if db.exists():
+        old = relocate(db, (out / ARTIFACT_ROOT).resolve().as_uri())
+        if old:
+            print(f"note: {out} was moved: artifact locations re-pointed from {old}", file=sys.stderr)
+    return f"sqlite:///{db}"
+
+
+def relocate(db: Path, root_uri: str) -> str | None:
+    """Rewrite artifact locations under another ``.../mlartifacts`` root to ``root_uri`` in one transaction (a no-op
+    when they already point there). Returns the old root, or None."""
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return None
+        olds = {loc for (loc,) in con.execute("SELECT artifact_location FROM experiments")
+                if loc and loc.rstrip("/").endswith(f"/{ARTIFACT_ROOT}") and loc.rstrip("/") != root_uri}
+        for old in olds:
+            for table, col in _LOCATION_COLUMNS:
+                if table in tables:
+                    con.execute(f'UPDATE "{table}" SET "{col}" = ? || substr("{col}", ?) '
+                                f'WHERE substr("{col}", 1, ?) = ?', (root_uri, len(old) + 1, len(old), old))
+    return ", ".join(sorted(olds)) or None
 
 
 def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | None,
@@ -101,7 +140,7 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
     if exp is None:
         artifact_location = None
         if not tracking_uri.startswith(("http://", "https://")):
-            artifact_location = (out / "mlartifacts").resolve().as_uri()
+            artifact_location = (out / ARTIFACT_ROOT).resolve().as_uri()
         exp_id = client.create_experiment(study, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
