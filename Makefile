@@ -48,6 +48,7 @@ report: $(STAMP)
 	$(BIN)/python reports/make_report.py --study weighting_schedules --runs runs
 
 ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (model-training pages, not the GenAI overview)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
 		--default-artifact-root $(CURDIR)/runs/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
 

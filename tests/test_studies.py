@@ -183,7 +183,48 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
     assert rc == 0
     runs = _rest(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     assert len(runs) == 4
+    _mlflow_ui_shows_the_study(browser, mlflow_server, exp["experiment_id"], pid, artifacts_dir / "mlflow_ui")
     _registered_model_segments_isic(tmp_path, mlflow_server, trials, shared_data, browser, artifacts_dir)
+
+
+def _wait_text(driver, *texts, timeout=90):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in texts))
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _mlflow_ui_shows_the_study(driver, url, exp_id, parent_id, shots):
+    """The MLflow UI as a user meets it (headless Chromium against the real server; screenshots in ``shots``)."""
+    from selenium.webdriver.common.by import By
+
+    from diffseg.studies.tracking import KEY_VIEW_NAME, ui_url
+
+    shots.mkdir(parents=True, exist_ok=True)
+    driver.set_window_size(2400, 1000)
+    # the address run_study prints opens the runs table (not MLflow 3's GenAI overview) in the key-columns view
+    driver.get(ui_url(url, exp_id))
+    body = _wait_text(driver, "Runs", KEY_VIEW_NAME, "e2e_study-")
+    assert "Token Usage" not in body and "Traces\n0" not in body
+    for button in driver.find_elements(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"):
+        button.click()  # expand the study's parent run: its trials
+    body = _wait_text(driver, "uniform s0", "min_snr s0", "fingerprint s0")
+    driver.save_screenshot(str(shots / "experiment_runs_key_columns.png"))
+    headers = [h.get_attribute("col-id") for h in driver.find_elements(By.CSS_SELECTOR, ".ag-header-cell")]
+    for col in ("tags.`arm`", "tags.`dataset`", "tags.`seed`", "tags.`trial_status`", "metrics.`best_val`",
+                "metrics.`test_iou`", "metrics.`test_ece`", "attributes.`Dataset`"):
+        assert col in headers, (col, headers)
+    assert "synthetic-blob (" in body  # the Datasets column is filled: name (digest)
+    # the parent run: description, summary metrics, best-child tag
+    driver.get(ui_url(url, exp_id, parent_id))
+    _wait_text(driver, "Description", "tiny end-to-end study", "3 arms: uniform, min_snr, fingerprint",
+               "best.synthetic-blob.val_iou", "best_child.synthetic-blob.val_iou")
+    driver.save_screenshot(str(shots / "parent_run_overview.png"))
+    # ... and its artifacts: the study file, the resolved plan, the Parquet exports
+    driver.get(ui_url(url, exp_id, parent_id).replace("?", "/artifacts?"))
+    _wait_text(driver, "plan.json", "exports", "study")
+    driver.save_screenshot(str(shots / "parent_run_artifacts.png"))
 
 
 def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser, artifacts_dir):

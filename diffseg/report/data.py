@@ -42,8 +42,9 @@ class StudyData:
         """MLflow run id -> its page in the MLflow UI (empty without a server URL)."""
         if not self.mlflow_url:
             return {}
-        base = f"{self.mlflow_url.rstrip('/')}/#/experiments/{self.meta.get('experiment_id')}/runs/"
-        return {r: base + r for r in self.trials.run_id.dropna()}
+        from ..studies.tracking import ui_url
+
+        return {r: ui_url(self.mlflow_url, self.meta.get("experiment_id"), r) for r in self.trials.run_id.dropna()}
 
     def ok_trials(self) -> pd.DataFrame:
         return self.trials[self.trials.status.isin(FINISHED)]

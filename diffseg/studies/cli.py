@@ -283,6 +283,8 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                                               "budget": args.budget, "experiment_id": exp_id}))
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
           flush=True)
+    if tracking_uri.startswith(("http://", "https://")):
+        print(f"MLflow UI: {tracking.ui_url(tracking_uri, exp_id)}", flush=True)
     t = time.monotonic()
     resources = start_ray(args.address)
     phases["ray_start_s"] = time.monotonic() - t

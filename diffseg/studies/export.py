@@ -215,7 +215,8 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
     # the study folder's own store is not recorded as a URI (an absolute path): the folder stays relocatable
     recorded_uri = None if own_store(tracking_uri, dest.parents[1]) else tracking_uri
     meta = {"study": study, "parent_run_id": pid, "experiment_id": exp_id, "tracking_uri": recorded_uri,
-            "budget": p.tags.get("budget"), "algorithm": p.params.get("algorithm"), "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
+            "budget": p.tags.get("budget"), "algorithm": p.params.get("algorithm"),
+            "hardware": p.tags.get("hardware"), "git_commit": p.tags.get("git_commit"),
             "datasets": hashes, "trials": len(trials),
             "failed": int((tdf["status"] == ERROR).sum()) if len(tdf) else 0,
             "total_compute_s": float(tdf["wall_time_s"].fillna(0).sum()) if len(tdf) else 0.0,

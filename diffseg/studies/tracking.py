@@ -30,6 +30,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+# MLflow 3.17's saved views of the runs table: an experiment tag holding {name, createdAt, updatedAt, state}, where
+# state is the JSON of the table's UI state; the runs page opens one with ?viewStateShareKey=<key>
+SAVED_VIEW_TAG, VIEW_PARAM = "mlflow.sharedViewState.", "viewStateShareKey"
+KEY_VIEW, KEY_VIEW_NAME = "diffseg-key-columns", "diffseg: key columns"
+KEY_COLUMNS = ("attributes.`Dataset`", "tags.`arm`", "tags.`dataset`", "tags.`seed`", "tags.`trial_status`",
+               "metrics.`best_val`", "metrics.`test_iou`", "metrics.`test_ece`", "metrics.`test_x0_error`")
 _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
@@ -103,6 +109,23 @@ def own_store(tracking_uri: str, out: Path) -> bool:
     return tracking_uri == f"sqlite:///{(out / STORE_DB).resolve()}"
 
 
+def key_columns_view() -> str:
+    """The saved runs-table view showing ``KEY_COLUMNS`` (MLflow's default shows none of the params or metrics)."""
+    now = int(time.time() * 1000)
+    return json.dumps({"name": KEY_VIEW_NAME, "createdAt": now, "updatedAt": now,
+                       "state": json.dumps({"selectedColumns": list(KEY_COLUMNS)})})
+
+
+def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
+    """A page of the MLflow UI for model training: MLflow 3.17 opens every experiment on its GenAI overview unless
+    the address says ``workflowType=machine_learning`` (a per-browser setting; the experiment kind is not used).
+    Without a run: the runs table in the key-columns view."""
+    base = f"{server.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        return f"{base}/runs/{run_id}?workflowType=machine_learning"
+    return f"{base}/runs?workflowType=machine_learning&{VIEW_PARAM}={KEY_VIEW}"
+
+
 def default_tracking_uri(out: Path) -> str:
     """The study folder's own store. A folder that was moved or copied is re-pointed first: the artifact locations
     MLflow stored as absolute paths under the old folder are rewritten to this folder's ``mlartifacts``."""
@@ -146,6 +169,10 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
         exp_id = exp.experiment_id
     # MLflow 3 picks an experiment's landing page from its kind: these are model-training experiments
     client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+    client.set_experiment_tag(exp_id, SAVED_VIEW_TAG + KEY_VIEW, key_columns_view())
+    client.set_experiment_tag(exp_id, NOTE_TAG, f"diffseg study **{study}**. The runs table with the key columns "
+                              f"(arm, dataset, seed, status, best validation, test metrics): the saved view "
+                              f"'{KEY_VIEW_NAME}' (or `?{VIEW_PARAM}={KEY_VIEW}` in the runs page address).")
     if parent_run_id is not None:
         client.update_run(parent_run_id, status="RUNNING")
         return exp_id, parent_run_id
@@ -217,7 +244,7 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     client.log_batch(run_id, tags=[RunTag("dataset_hash", result.dataset_hash),
                                    RunTag("trial_status", result.status)])
     client.log_inputs(run_id, datasets=[DatasetInput(Dataset(
-        name=result.dataset, digest=result.dataset_hash[:36], source_type="local",
+        name=result.dataset, digest=result.dataset_hash[:12], source_type="local",  # full hash: tag dataset_hash
         source=dataset_source(result.dataset, result.config["data"].get("data_root"))),
         tags=[InputTag("mlflow.data.context", "training")])])
     d = result.to_dict()

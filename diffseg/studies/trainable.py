@@ -55,7 +55,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     tags = {**ctx.env_tags, "diffseg.study": ctx.study, "budget": ctx.budget, "arm": point["label"],
             "dataset": point["dataset"], "seed": str(point["seed"]), "ray_trial_name": trial_name}
     run_id, resumed = tracking.child_run(client, ctx.experiment_id, ctx.parent_run_id, trial_id,
-                                         f"{point['label']} | {point['dataset']} | s{point['seed']}", tags)
+                                         f"{point['label']} s{point['seed']}", tags)  # dataset: its own column
     if not resumed:
         params, _ = flat_config(cfg.to_dict())  # long curves: fingerprint_curve.json, config_curves.parquet
         tracking.log_params(client, run_id, {**params, "arm": point["label"]})
