@@ -119,3 +119,20 @@ def test_second_command_on_one_out_is_refused_and_a_stale_lock_taken_over(tmp_pa
     monkeypatch.setattr(cli, "execute", lambda *a, **k: 0)
     assert cli.main(args) == 0
     assert "took over the lock of a driver that is gone" in capsys.readouterr().err
+
+
+def test_resume_with_nothing_to_resume_or_another_study_exits_2_and_writes_nothing(tmp_path, capsys):
+    from diffseg.studies.cli import STATE_FILE
+    from diffseg.studies.cli import main as study_main
+
+    out = tmp_path / "runs"
+    assert study_main(["--study", "weighting_schedules", "--out", str(out), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    state = out / "ray" / "weighting_schedules" / STATE_FILE  # a folder holding another study
+    state.parent.mkdir(parents=True)
+    state.write_text('{"parent_run_id": "x", "tracking_uri": null}')
+    before = sorted(out.rglob("*"))
+    assert study_main(["--study", "architectures", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the study weighting_schedules, not architectures" in err and sorted(out.rglob("*")) == before

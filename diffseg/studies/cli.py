@@ -227,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
     state_path = _state_path(out, spec.name)
     if args.resume:
         if not state_path.exists():
-            return fail(f"nothing to resume: {state_path} does not exist (run without --resume first)")
+            others = sorted(p.parent.name for p in (out / "ray").glob(f"*/{STATE_FILE}"))
+            held = f"; {out} holds the study {', '.join(others)}, not {spec.name}" if others else ""
+            return fail(f"nothing to resume: {state_path} does not exist{held} (run without --resume first)")
         state = json.loads(state_path.read_text())
         tracking_uri = tracking_uri or state.get("tracking_uri")  # None: the folder's own store
     tracking_uri = tracking_uri or tracking.default_tracking_uri(out)

@@ -134,6 +134,10 @@ def default_tracking_uri(out: Path) -> str:
         old = relocate(db, (out / ARTIFACT_ROOT).resolve().as_uri())
         if old:
             print(f"note: {out} was moved: artifact locations re-pointed from {old}", file=sys.stderr)
+            # MLflow caches each run's artifact repository in-process (by run id): drop the stale locations
+            from mlflow.tracking._tracking_service import utils as mlflow_utils
+
+            getattr(mlflow_utils, "_artifact_repos_cache", {}).clear()
     return f"sqlite:///{db}"
 
 
