@@ -125,6 +125,7 @@ class Trial:
         self.cfg = cfg.validate()
         self.report, self.log = report, log
         self.resume_from = Path(resume_from) if resume_from else None
+        self.checkpoint_dir = self.resume_from  # the latest checkpoint: this run's, else the one resumed from
         self.mode: Mode = MODES[cfg.experiment]
         self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
         self.out.mkdir(parents=True, exist_ok=True)
@@ -192,6 +193,7 @@ class Trial:
         ckpt.mkdir(exist_ok=True)
         with atomic_path(ckpt / "state.pt") as tmp:
             torch.save(self.state(), tmp)
+        self.checkpoint_dir = ckpt
         return ckpt
 
     # --- training ------------------------------------------------------------------------------------------------
@@ -385,7 +387,8 @@ class Trial:
         result.metrics["best_val"] = float(self.best["value"])
         self.timing["curves_s"] = time.perf_counter() - t_curves
         result.eval_time_s = time.perf_counter() - t_eval
-        result.artifacts["checkpoint"] = str(self.out / "checkpoint")
+        if self.checkpoint_dir is not None:
+            result.artifacts["checkpoint"] = str(self.checkpoint_dir)
         return result
 
 

@@ -318,7 +318,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
             tuner = tune.Tuner(
                 trainable,
                 param_space={"point": tune.grid_search([p.to_dict() for p in plan]), **search_space(spec)},
-                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples,
+                tune_config=tune.TuneConfig(**tune_metric, num_samples=num_samples, reuse_actors=True,
                                             max_concurrent_trials=concurrency, scheduler=scheduler,
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
                 run_config=run_config(spec.name))
@@ -343,7 +343,7 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
                 search = OptunaSearch(**tune_metric, seed=point.seed + i,
                                       storage=f"sqlite:///{out / 'optuna.db'}", study_name=name)
                 tuner = tune.Tuner(fixed, param_space=search_space(spec), tune_config=tune.TuneConfig(
-                    **tune_metric, num_samples=num_samples, search_alg=search,
+                    **tune_metric, num_samples=num_samples, search_alg=search, reuse_actors=True,
                     max_concurrent_trials=concurrency, scheduler=scheduler),
                     run_config=run_config(name))
             grid = tuner.fit()

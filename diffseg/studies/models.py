@@ -69,7 +69,7 @@ def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str 
     trial has no segmenter: E3/E4 or no finished evaluation)."""
     if result.status not in FINISHED or result.config["experiment"] not in SEGMENTING:
         return None
-    state = load_checkpoint(Path(result.output_dir) / "checkpoint" / "state.pt")
+    state = load_checkpoint(Path(result.artifacts["checkpoint"]) / "state.pt")  # the latest: best EMA inside
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path, w_path = Path(tmp) / "config.json", Path(tmp) / "weights.pt"

@@ -247,10 +247,7 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
             client.log_artifact(run_id, str(png))
     client.log_batch(run_id, tags=[RunTag("dataset_hash", result.dataset_hash),
                                    RunTag("trial_status", result.status)])
-    client.log_inputs(run_id, datasets=[DatasetInput(Dataset(
-        name=result.dataset, digest=result.dataset_hash[:12], source_type="local",  # full hash: tag dataset_hash
-        source=dataset_source(result.dataset, result.config["data"].get("data_root"))),
-        tags=[InputTag("mlflow.data.context", "training")])])
+    log_dataset(client, run_id, result.dataset, result.dataset_hash, result.config["data"].get("data_root"))
     d = result.to_dict()
     log_json_artifact(client, run_id, d["curves"], "curves.json")
     log_json_artifact(client, run_id, result.per_image, "per_image.json")
@@ -258,6 +255,25 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
+
+
+def log_dataset(client: MlflowClient, run_id: str, name: str, dataset_hash: str, data_root: str | None) -> None:
+    """The dataset as the run's MLflow input (name, digest = the first 12 characters of its hash, source). Two
+    trials logging the same new dataset at once race in MLflow's SQL store (its check-then-insert of the
+    experiment's dataset row is not atomic: UNIQUE constraint failed); the loser retries, finding the row."""
+    from mlflow.exceptions import MlflowException
+
+    inputs = [DatasetInput(Dataset(name=name, digest=dataset_hash[:12], source_type="local",
+                                   source=dataset_source(name, data_root)),
+                           tags=[InputTag("mlflow.data.context", "training")])]
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) or attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def dataset_source(name: str, data_root: str | None) -> str:
