@@ -122,6 +122,7 @@ def bench_model(cfg: TrialConfig, steps: int = 3) -> dict:
 def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
         peak_sizes=(512, 1024, 2048, 4096)) -> dict:
     models = {}
+    load = os.getloadavg()[0]  # other work on the machine skews every figure (seen: MFU 0.23 under load, 0.69 idle)
     kernels = matmul_peak(peak_sizes)
     for arch in archs:
         for size in sizes:
@@ -136,7 +137,8 @@ def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
         m["mfu"] = m["achieved_flops"] / peak
         assert m["mfu"] <= 1.0, f"MFU {m['mfu']:.2f} > 1: the counted FLOPs or the measured peak are wrong"
     return {"peak_flops": peak, "peak_kernel": max(kernels, key=kernels.get), "kernels": kernels,
-            "theoretical": theoretical_peak(), "threads": torch.get_num_threads(), "models": models}
+            "theoretical": theoretical_peak(), "threads": torch.get_num_threads(), "models": models,
+            "load_before": load, "load_after": os.getloadavg()[0]}
 
 
 def table(r: dict) -> str:
@@ -148,6 +150,9 @@ def table(r: dict) -> str:
              else f"  theoretical peak unknown ({th['basis']})",
              f"  {'architecture/size':24s} {'params':>10s} {'batch':>5s} {'px':>4s} {'steps/s':>8s} "
              f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'MFU':>6s}  fwd/bwd/opt/ema %"]
+    if r["load_before"] > 0.5:
+        lines.insert(1, f"  warning: the machine was busy before the run (load average {r['load_before']:.1f}): "
+                        "the figures are low; run the benchmark on an idle machine")
     for name, m in r["models"].items():
         split = "/".join(f"{100 * v:.0f}" for v in m["time_split"].values())
         lines.append(f"  {name:24s} {m['params']:10d} {m['batch_size']:5d} {m['resolution']:4d} "
