@@ -37,8 +37,8 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 
 def _table(df: pd.DataFrame, links: dict[str, str] | None = None) -> str:
-    """An escaped HTML table; ``links`` (cell text -> URL) turns matching cells of a ``runs`` column of
-    (seed, run id) pairs into links (the only HTML not escaped: built here from escaped parts)."""
+    """An escaped HTML table; a ``runs`` column of (seed, run id) pairs becomes "s<seed>" per trial, linked where
+    ``links`` (run id -> URL) has the run (the only HTML not escaped: built here from escaped parts)."""
     df = df.copy()
     anchors = {}
     if "runs" in df:
@@ -309,11 +309,10 @@ def calibration(d: StudyData) -> Section | None:
             y=alt.Y("accuracy:Q", title="foreground frequency", scale=alt.Scale(domain=[0, 1])), color="arm:N")
         ref = alt.Chart(diag).mark_line(color="gray", strokeDash=[4, 4]).encode(x="confidence:Q", y="accuracy:Q")
         charts.append((f"reliability_{ds}", (ref + lines).properties(width=W, height=W, title=ds)))
-    galleries = [(ds, arm, p) for (ds, arm), grp in t.sort_values("seed").groupby(["dataset", "arm"])
-                 if (p := d.gallery(grp.trial_name.iloc[0])) is not None]
-    images = [(f"{ds} / {arm} (seed {int(t[(t.dataset == ds) & (t.arm == arm)].seed.min())})",
-               "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
-              for ds, arm, p in galleries[:GALLERY_CAP]]
+    galleries = [(ds, arm, int(grp.seed.iloc[0]), p) for (ds, arm), grp in t.sort_values("seed").groupby(
+        ["dataset", "arm"]) if (p := d.gallery(grp.trial_name.iloc[0])) is not None]
+    images = [(f"{ds} / {arm} (seed {seed})", "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
+              for ds, arm, seed, p in galleries[:GALLERY_CAP]]
     tables = []
     en = findings.ece_vs_n(d)
     if not en.empty and en.N.nunique() > 1:

@@ -27,10 +27,17 @@ from ..metrics.paired import TYPES as PAIRED_TYPES
 from ..metrics.paired import compare_arms
 from .tracking import own_store
 
-TRIAL_COLUMNS = ["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash",
-                 "seed", "experiment", "architecture", "budget", "status", "mlflow_status", "start_time",
-                 "end_time", "wall_time_s", "train_time_s", "eval_time_s", "step", "best_step", "best_val",
-                 "selection_metric", "selection", "n_params", "git_commit", "hardware"]
+_TIMESTAMP = "timestamp"  # UTC
+# the trials table's own columns, in order, with their types; then the test metrics and timings (float64) and the
+# config columns (CONFIG_COLUMNS)
+TRIAL_COLUMNS = {
+    **dict.fromkeys(["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset", "dataset_hash"],
+                    "string"),
+    "seed": "Int64", "experiment": "string", "architecture": "string", "budget": "string", "status": "string",
+    "mlflow_status": "string", "start_time": _TIMESTAMP, "end_time": _TIMESTAMP, "wall_time_s": "float64",
+    "train_time_s": "float64", "eval_time_s": "float64", "step": "Int64", "best_step": "Int64", "best_val": "float64",
+    "selection_metric": "string", "selection": "string", "n_params": "Int64", "git_commit": "string",
+    "hardware": "string", "threads": "Int64"}
 
 
 def _all_runs(client: MlflowClient, exp_id: str, filter_string: str) -> list:
@@ -66,26 +73,19 @@ def _result(client: MlflowClient, run_id: str) -> TrialResult | None:
 
 
 CONFIG_COLUMNS = {f"cfg.{k}": ("string" if t == JSON else t) for k, t in SCHEMA.items()}
-# the trials table's own columns and their types; then the test metrics (float64) and the config columns
-TRIAL_TYPES = {**dict.fromkeys(["study", "parent_run_id", "run_id", "trial_id", "trial_name", "arm", "dataset",
-                                "dataset_hash", "experiment", "architecture", "budget", "status", "mlflow_status",
-                                "selection_metric", "selection", "git_commit", "hardware"], "string"),
-               **dict.fromkeys(["seed", "step", "best_step", "n_params", "threads"], "Int64"),
-               **dict.fromkeys(["wall_time_s", "train_time_s", "eval_time_s", "best_val"], "float64")}
 
 
 def _trials_frame(trials: list[dict]) -> pd.DataFrame:
-    """One type per column whatever the study: from ``TRIAL_TYPES``, the config dataclasses
+    """One type per column whatever the study: from ``TRIAL_COLUMNS``, the config dataclasses
     (``CONFIG_COLUMNS``), float64 for metrics and timings; an all-missing column keeps its type."""
     df = pd.DataFrame(trials)
-    extra = sorted(c for c in df.columns if c not in TRIAL_COLUMNS and c not in CONFIG_COLUMNS and c != "threads")
-    df = df.reindex(columns=[*TRIAL_COLUMNS, "threads", *extra, *CONFIG_COLUMNS])
+    extra = sorted(c for c in df.columns if c not in TRIAL_COLUMNS and c not in CONFIG_COLUMNS)
+    df = df.reindex(columns=[*TRIAL_COLUMNS, *extra, *CONFIG_COLUMNS])
     for col in df.columns:
-        if col in ("start_time", "end_time"):
+        dtype = TRIAL_COLUMNS.get(col) or CONFIG_COLUMNS.get(col) or "float64"
+        if dtype == _TIMESTAMP:
             df[col] = pd.to_datetime(df[col], utc=True)
-            continue
-        dtype = TRIAL_TYPES.get(col) or CONFIG_COLUMNS.get(col) or "float64"
-        if dtype in ("Int64", "float64"):
+        elif dtype in ("Int64", "float64"):
             df[col] = pd.to_numeric(df[col]).astype(dtype)
         else:
             df[col] = df[col].astype(dtype)

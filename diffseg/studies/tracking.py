@@ -104,9 +104,13 @@ _LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_ur
                      ("model_versions", "storage_location"))
 
 
+def _store_uri(out: Path) -> str:
+    return f"sqlite:///{(out / STORE_DB).resolve()}"
+
+
 def own_store(tracking_uri: str, out: Path) -> bool:
     """Whether ``tracking_uri`` is the study folder's own store (recorded relative to the folder, not as a URI)."""
-    return tracking_uri == f"sqlite:///{(out / STORE_DB).resolve()}"
+    return tracking_uri == _store_uri(out)
 
 
 def key_columns_view() -> str:
@@ -138,7 +142,7 @@ def default_tracking_uri(out: Path) -> str:
             from mlflow.tracking._tracking_service import utils as mlflow_utils
 
             getattr(mlflow_utils, "_artifact_repos_cache", {}).clear()
-    return f"sqlite:///{db}"
+    return _store_uri(out)
 
 
 def relocate(db: Path, root_uri: str) -> str | None:
@@ -171,7 +175,8 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
         exp_id = client.create_experiment(study, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
-    # MLflow 3 picks an experiment's landing page from its kind: these are model-training experiments
+    # the experiment's kind (MLflow's experiment-type selector reads it; the landing page in 3.17 follows the
+    # browser's workflow type instead: see ui_url) and the saved key-columns view of its runs table
     client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     client.set_experiment_tag(exp_id, SAVED_VIEW_TAG + KEY_VIEW, key_columns_view())
     client.set_experiment_tag(exp_id, NOTE_TAG, f"diffseg study **{study}**. The runs table with the key columns "
