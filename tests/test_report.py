@@ -28,6 +28,7 @@ def _check_in_browser(driver, html: Path, shots: Path) -> dict:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    driver.get_log("browser")  # drop what earlier pages of this shared browser logged (e.g. the MLflow UI's)
     driver.get(html.as_uri())
     WebDriverWait(driver, 120).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-rendered")
                                      or d.execute_script("return window.__reportErrors.length"))
