@@ -33,6 +33,9 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNIN
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
+# the embedded Ray prestarts no idle workers: Tune's trial actors start workers of their own (measured: never one
+# of those), so on a small machine the prestarted ones only took CPU from the driver's start-up
+LOCAL_RAY_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 EXIT_CODES = ("exit codes: 0 every trial finished; 1 some trials failed, none finished ok, or the study was "
               "interrupted or lost its tracking server (continue with the same command and --resume); 2 bad input, "
               "found before Ray starts and before anything is written")
@@ -148,8 +151,8 @@ def start_ray(address: str | None) -> dict[str, float]:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     else:
         ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
-                 include_dashboard=False,
-                 object_store_memory=200 * 1024**2, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
+                 include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False,
+                 runtime_env={"env_vars": RAY_ENV}, _system_config=LOCAL_RAY_CONFIG)
     return ray.cluster_resources()
 
 
