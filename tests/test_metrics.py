@@ -123,6 +123,19 @@ def test_ece_bounded_and_adaptive_counts(n, seed, bins):
     assert reliability_table(p, y, bins, adaptive=True)["count"].sum().item() == n
 
 
+def test_holm_matches_statsmodels():
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    from diffseg.metrics.paired import holm
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 12):
+        for p in (rng.uniform(0, 0.2, m), rng.choice([0.001, 0.01, 0.04, 0.5], m), np.full(m, 0.03)):
+            np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
+    assert holm(np.array([0.01, 0.04, 0.03])).tolist() == [0.03, 0.06, 0.06]  # 3 x 0.01; max(2 x 0.03, ...)
+
+
 def test_paired_comparison_interval_and_holm():
     import numpy as np
     import pandas as pd

@@ -57,6 +57,7 @@ EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reli
                  "comparisons")
 STUDY_META = "study.json"
 RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
+WEIGHTS_FILE = "selected_weights.pt"  # in a trial's output folder: the selected EMA weights (``selection``)
 
 
 def export_dir(out: Path, study: str) -> Path:

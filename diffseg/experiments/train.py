@@ -56,6 +56,7 @@ from .result import (
     SELECTION,
     TRAIN_LOSS,
     TRAIN_LOSS_WEIGHTED,
+    WEIGHTS_FILE,
     Curve,
     TrialResult,
 )
@@ -351,6 +352,9 @@ class Trial:
             return result
         model = copy.deepcopy(self.ema.module)
         model.load_state_dict(self.best["ema"])
+        with atomic_path(self.out / WEIGHTS_FILE) as tmp:  # the weights the test metrics below belong to
+            torch.save(self.best["ema"], tmp)
+        result.artifacts["weights"] = str(self.out / WEIGHTS_FILE)
         t_eval = time.perf_counter()
         if cfg.experiment in ("e1", "e2"):
             idx, images, masks = self._split_tensors("test", ev.test_max_images)

@@ -5,7 +5,7 @@ For each test image the arm-minus-baseline difference is averaged over the seeds
 strata: a case is resampled with all its seeds, so the pairing by seed and by image is kept). The interval is
 scipy's BCa bootstrap of the mean difference over cases; the p-value is the two-sided Wilcoxon signed-rank test
 of the per-case differences (scipy); p-values are Holm-corrected over the arms compared with one baseline on one
-dataset and metric (statsmodels). Identical arms give a zero difference, an interval [0, 0] and p = 1.
+dataset and metric (``holm``). Identical arms give a zero difference, an interval [0, 0] and p = 1.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 COLUMNS = ["dataset", "arm", "baseline", "metric", "n_images", "n_seeds", "baseline_mean", "arm_mean", "diff",
            "ci_low", "ci_high", "p", "p_holm", "better"]
@@ -49,6 +48,18 @@ def paired_difference(arm: pd.DataFrame, base: pd.DataFrame, metric: str, seed: 
     return {**out, "ci_low": float(ci.low), "ci_high": float(ci.high), "p": p}
 
 
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979, Scand. J. Statist. 6:65-70): with the m p-values in ascending
+    order, p_adj(i) = max over j <= i of min(1, (m - j + 1) p(j)), returned in the input order. The same numbers
+    as statsmodels' ``multipletests(method="holm")`` (cross-checked in the tests), which also runs a full
+    ``gc.collect()`` per call: 0.2 s in a study driver holding torch, MLflow and Ray, once per dataset and metric."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    return adjusted
+
+
 def compare_arms(images: pd.DataFrame, baseline: str, metrics=("iou", "ece")) -> pd.DataFrame:
     """``images``: per-image rows with ``dataset, arm, seed, image_id`` and the metrics. One row per dataset, arm
     (other than ``baseline``) and metric, with the Holm-corrected p over the arms of that dataset and metric."""
@@ -71,6 +82,6 @@ def compare_arms(images: pd.DataFrame, baseline: str, metrics=("iou", "ece")) ->
         p = out.loc[idx, "p"]
         ok = p.notna()
         if ok.any():
-            out.loc[p[ok].index, "p_holm"] = multipletests(p[ok].to_numpy(), method="holm")[1]
+            out.loc[p[ok].index, "p_holm"] = holm(p[ok].to_numpy())
     out["better"] = out.better & (out.p_holm < 0.05)
     return out[COLUMNS]

@@ -26,7 +26,6 @@ from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from ..experiments.predictor import SEGMENTING, Predictor
 from ..experiments.result import BY_METRIC, FINISHED, TrialResult
-from ..experiments.train import load_checkpoint
 from ..io import safe_name
 
 MODEL_NAME = "model"  # the artifact path of the logged model in a trial's run
@@ -69,12 +68,10 @@ def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str 
     trial has no segmenter: E3/E4 or no finished evaluation)."""
     if result.status not in FINISHED or result.config["experiment"] not in SEGMENTING:
         return None
-    state = load_checkpoint(Path(result.artifacts["checkpoint"]) / "state.pt")  # the latest: best EMA inside
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg_path, w_path = Path(tmp) / "config.json", Path(tmp) / "weights.pt"
+        cfg_path, w_path = Path(tmp) / "config.json", result.artifacts["weights"]
         cfg_path.write_text(json.dumps({**result.config, "output_dir": None}))
-        torch.save(state["best"]["ema"], w_path)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=DiffsegSegmenter(), artifacts={"config": str(cfg_path),

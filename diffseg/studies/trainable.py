@@ -15,7 +15,7 @@ from ray import tune
 
 from ..experiments import TrialConfig, train_trial
 from ..experiments.flat import flat_config
-from ..experiments.result import NAN_LOSS, RESULT_ARTIFACT
+from ..experiments.result import NAN_LOSS, RESULT_ARTIFACT, WEIGHTS_FILE
 from ..fingerprint import load_fingerprint
 from ..io import atomic_write_text
 from . import tracking
@@ -100,15 +100,17 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         t = time.perf_counter()
         log_trial_model(ctx.tracking_uri, run_id, result)
         clock["model_logging_s"] = time.perf_counter() - t
-    result.artifacts.pop("checkpoint", None)  # deleted below: Ray's copy is the one kept
+    for working in ("checkpoint", "weights"):  # deleted below: Ray's checkpoint and the MLflow model are kept
+        result.artifacts.pop(working, None)
     result.timing.update(clock)  # (the final result logging below is not counted)
     atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
     tracking.log_trial_result(client, run_id, result)
     tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)
-    # checkpoints are kept once: Ray's copy (what --resume restores); the trial's working copies go, last, so a
-    # trial retried after a failure above still finds them
+    # checkpoints are kept once: Ray's copy (what --resume restores), the weights once: the MLflow model; the
+    # trial's working copies go, last, so a trial retried after a failure above still finds them
     for working in ("checkpoint", "restored"):
         shutil.rmtree(out_dir / working, ignore_errors=True)
+    (out_dir / WEIGHTS_FILE).unlink(missing_ok=True)
     final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     final.update({"step": result.step, "status": result.status, "mlflow_run_id": run_id,
                   result.selection_metric: result.best_val if result.best_val is not None else float("nan"),
