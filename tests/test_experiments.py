@@ -1,10 +1,12 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from diffseg.experiments import Trial, TrialConfig, train_trial
+from diffseg.experiments.result import WEIGHTS_FILE
 
 TINY = {
     "data.dataset": "synthetic-blob", "data.resolution": 32,
@@ -64,6 +66,11 @@ def test_result_contents_and_report_callback(tmp_path):
                     report=lambda m, ckpt: seen.append((m, ckpt)), log=lambda m, step: logged.append((step, m)))
     assert [m["step"] for m, _ in seen] == [5, 10] and (tmp_path / "checkpoint" / "state.pt").exists()
     assert r.history == [m for m, _ in seen]
+    # the selected weights: the best validation's EMA, as the checkpoint holds it
+    best = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=True)["best"]["ema"]
+    selected = torch.load(r.artifacts["weights"], weights_only=True)
+    assert Path(r.artifacts["weights"]) == tmp_path / WEIGHTS_FILE and selected.keys() == best.keys()
+    assert all(torch.equal(selected[k], best[k]) for k in best)
     # the training loss every train.log_every steps, each the mean of its own steps (two windows per validation
     # of 5 steps would not average to the validation's mean: 2 + 2 + 1 steps)
     assert [s for s, _ in logged] == [2, 4, 6, 8, 10] and all(math.isfinite(m["train_loss"]) for _, m in logged)

@@ -235,9 +235,11 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     """Final metrics; the per-t curves as artifacts (``curves.json`` and ``curves.png`` with t on the axis, not as
     step metrics) with one scalar per error curve as a metric (``t_half.<kind>.<cond|uncond>``: the t where the
     curve first reaches half its value at the last t); per-image metrics; the whole result as JSON
-    (``RESULT_ARTIFACT``, what the export reads); the uncertainty gallery PNG."""
+    (``RESULT_ARTIFACT``, what the export reads, logged last); the uncertainty gallery PNG. The seconds this logging
+    takes before the result JSON are added to ``result.timing['mlflow_s']``, so the JSON counts them."""
     from ..fingerprint.derive import crossing_t
 
+    t0 = time.perf_counter()
     log_metrics(client, run_id, result.metrics, step=result.step)
     halves = {}
     for c in result.curves:
@@ -253,13 +255,13 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     client.log_batch(run_id, tags=[RunTag("dataset_hash", result.dataset_hash),
                                    RunTag("trial_status", result.status)])
     log_dataset(client, run_id, result.dataset, result.dataset_hash, result.config["data"].get("data_root"))
-    d = result.to_dict()
-    log_json_artifact(client, run_id, d["curves"], "curves.json")
+    log_json_artifact(client, run_id, result.to_dict()["curves"], "curves.json")
     log_json_artifact(client, run_id, result.per_image, "per_image.json")
-    log_json_artifact(client, run_id, d, RESULT_ARTIFACT)
     gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
+    result.timing["mlflow_s"] = result.timing.get("mlflow_s", 0.0) + time.perf_counter() - t0
+    log_json_artifact(client, run_id, result.to_dict(), RESULT_ARTIFACT)
 
 
 def log_dataset(client: MlflowClient, run_id: str, name: str, dataset_hash: str, data_root: str | None) -> None:

@@ -102,9 +102,10 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         clock["model_logging_s"] = time.perf_counter() - t
     for working in ("checkpoint", "weights"):  # deleted below: Ray's checkpoint and the MLflow model are kept
         result.artifacts.pop(working, None)
-    result.timing.update(clock)  # (the final result logging below is not counted)
+    result.timing.update(clock)
     atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
-    tracking.log_trial_result(client, run_id, result)
+    tracking.log_trial_result(client, run_id, result)  # adds its own time to mlflow_s
+    atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))
     tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)
     # checkpoints are kept once: Ray's copy (what --resume restores), the weights once: the MLflow model; the
     # trial's working copies go, last, so a trial retried after a failure above still finds them
