@@ -1,6 +1,6 @@
 """Budgets: the scale a study runs at. ``smoke`` is minutes on a 2-core CPU; ``cpu`` the findings reproduction on
 the real sample sets (the smoke model at 600 steps, about 5 minutes a trial on one core, the paper's ensemble
-sizes); ``small`` an hour on a CPU or one GPU; ``paper`` the published settings on GPUs (256 px, guided-diffusion
+sizes); ``long`` the cpu model at 32 px for 20k steps with EMA weights kept for post-hoc analysis; ``small`` an hour on a CPU or one GPU; ``paper`` the published settings on GPUs (256 px, guided-diffusion
 widths, T = 1000, full DDPM sampling with ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2, SegFormer-B3 as
 the paper; ``model.segformer_pretrained`` points at local weights). Each budget is a
 dotted-key overlay on TrialConfig, applied per dataset (``budget_overlay(budget, dataset)``).
@@ -23,9 +23,14 @@ _SMOKE: dict[str, Any] = {
 _CPU = {**_SMOKE, "train.steps": 600, "train.val_every": 200, "eval.ensemble": 10, "eval.steps": 10,
         "eval.val_max_images": 16, "eval.test_max_images": 64, "eval.curve_points": 20, "eval.curve_max_images": 16,
         "eval.loss_bins": 24}
+# long: the cpu model at 32 px trained 20k steps (the regime of finding (a)), a checkpoint every 1k steps
+# (resumable) and the EMA weights kept at 1k, 2k, 5k, 10k, 20k for the post-hoc loss over t
+_LONG = {**_CPU, "data.resolution": 32, "train.steps": 20000, "train.val_every": 1000,
+         "train.keep_checkpoints": [1000, 2000, 5000, 10000, 20000], "eval.test_max_images": 32}
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": _SMOKE,
     "cpu": _CPU,
+    "long": _LONG,
     "small": {
         "data.resolution": 64, "diffusion.T": 1000,
         "model.base_channels": 32, "model.channel_mult": [1, 2, 2, 2], "model.num_res_blocks": 2,

@@ -2,10 +2,14 @@
 
 - Masks live in {-1, +1} in the diffusion space: ``to_signed(m) = 2 m - 1`` for a {0, 1} mask.
 - One sample's prediction x0_hat is foreground where x0_hat > 0.
-- Probabilities for calibration: p(foreground) = mean over ensemble members of clip((x0_hat + 1) / 2, 0, 1).
-- The ensemble's segmentation is p > 0.5 (for unclipped members this equals mean(x0_hat) > 0);
-  the per-pixel std of the clipped member probabilities is the uncertainty map.
-- Feed-forward models (E1) output logits; their member probability is sigmoid(logit), aggregated the same way.
+- A sampled ensemble's probability p(foreground) is the **vote fraction** mean_n [x0_hat_n > 0]: the Monte Carlo
+  estimate of p(y | image) the ensemble of sampled masks stands for (rule ``VOTE``). For binary members
+  p = k / N, so the 10-bin ECE is at most mean |y - p| = the members' mean pixel error.
+- The grey-level mean mean_n clip((x0_hat_n + 1) / 2, 0, 1) (rule ``SOFT``) is kept as a second, clearly named
+  metric (``*_softmean``): members whose background settles at a grey level make it miscalibrated at any N.
+- Feed-forward models (E1) output logits; their member probability is sigmoid(logit), stored as 2 p - 1, and
+  their ensemble probability is the mean of those probabilities (``SOFT``: a predicted probability, not a vote).
+- The ensemble's segmentation is p > 0.5; the per-pixel std of the member probabilities is the uncertainty map.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import torch
 
 Tensor = torch.Tensor
+VOTE, SOFT = "vote", "soft"
+RULES = (VOTE, SOFT)
 
 
 def to_signed(mask01: Tensor) -> Tensor:
@@ -25,14 +31,35 @@ def foreground(x0: Tensor) -> Tensor:
     return x0 > 0
 
 
-def member_probs(x0: Tensor) -> Tensor:
-    """Per-member probability clip((x0 + 1) / 2, 0, 1)."""
-    return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
+def member_probs(x0: Tensor, rule: str = VOTE) -> Tensor:
+    """Per-member probability: [x0 > 0] (``VOTE``) or clip((x0 + 1) / 2, 0, 1) (``SOFT``)."""
+    if rule == VOTE:
+        return foreground(x0).float()
+    if rule == SOFT:
+        return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
+    raise ValueError(f"unknown probability rule {rule!r}; allowed: {RULES}")
 
 
-def ensemble_summary(samples: Tensor, dim: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean probability, std of member probabilities, segmentation mean > 0.5) over ``dim``."""
-    p = member_probs(samples)
+def ensemble_summary(samples: Tensor, dim: int = 1, rule: str = VOTE) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean member probability, std of member probabilities, segmentation mean > 0.5) over ``dim``."""
+    p = member_probs(samples, rule)
     mean = p.mean(dim=dim)
     std = p.std(dim=dim, unbiased=False) if p.shape[dim] > 1 else torch.zeros_like(mean)
     return mean, std, mean > 0.5
+
+
+def member_diagnostics(samples: Tensor, gt: Tensor) -> dict[str, Tensor]:
+    """Per image of members (B, N, 1, H, W) against gt (B, 1, H, W) in {-1, +1}: the members' mean pixel error
+    mean |[x0 > 0] - y| (the bound on the vote fraction's ECE), their binariness (fraction of member pixels with
+    |x0| > 0.9), and the mean vote-fraction / grey-level probability on ground-truth background pixels."""
+    y = (gt > 0).unsqueeze(1)
+    fg = foreground(samples)
+    bg = ~y.squeeze(1)
+    n_bg = bg.flatten(1).sum(1).double()
+
+    def on_bg(p: Tensor) -> Tensor:  # NaN for an image without background
+        return (p * bg).flatten(1).sum(1).double() / n_bg.where(n_bg > 0, torch.nan)
+
+    return {"member_error": (fg != y).float().flatten(1).mean(1),
+            "binariness": (samples.abs() > 0.9).float().flatten(1).mean(1),
+            "bg_prob": on_bg(fg.float().mean(1)), "bg_prob_softmean": on_bg(member_probs(samples, SOFT).mean(1))}

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
-from diffseg.masks import ensemble_summary, foreground, member_probs, to_signed
+from diffseg.masks import SOFT, ensemble_summary, foreground, member_diagnostics, member_probs, to_signed
 from diffseg.metrics import (
     adaptive_ece,
     auroc,
@@ -106,10 +106,36 @@ def test_mask_convention():
     assert x0.tolist() == [[-1.0, 1.0], [1.0, -1.0]]
     assert foreground(x0).eq(m.bool()).all()
     samples = torch.stack([x0 * 2, torch.zeros_like(x0), -x0])[None]  # (1, 3, 2, 2)
-    mean, _std, seg = ensemble_summary(samples)
-    torch.testing.assert_close(member_probs(x0 * 2), m.float())
-    torch.testing.assert_close(mean[0], torch.full((2, 2), 0.5))
+    vote, _std, seg = ensemble_summary(samples)  # votes: m, 0, 1 - m -> 1/3 everywhere
+    torch.testing.assert_close(vote[0], torch.full((2, 2), 1 / 3))
+    soft, _, _ = ensemble_summary(samples, rule=SOFT)  # grey levels: clip(m), 0.5, clip(1 - m) -> 1/2
+    torch.testing.assert_close(member_probs(x0 * 2, SOFT), m.float())
+    torch.testing.assert_close(soft[0], torch.full((2, 2), 0.5))
     assert not seg.any()
+
+
+@pytest.mark.parametrize("error_rate", [0.02, 0.05, 0.1])
+def test_vote_fraction_ece_is_bounded_by_the_members_error_and_the_grey_mean_is_not(error_rate):
+    """Binary members that each flip a pixel with probability ``error_rate`` (decided, |x0| = 1) give a
+    vote-fraction ECE <= their mean pixel error (ECE <= mean |y - k/N| = mean error). The same members with the
+    background at a grey level (x0 = -0.4 instead of -1, still background by the sign) keep every vote and every
+    segmentation, but their grey-level mean puts p = 0.3 on the background: its ECE exceeds the bound."""
+    g = torch.Generator().manual_seed(0)
+    gt = to_signed(torch.rand(4, 1, 32, 32, generator=g) < 0.3)
+    flips = torch.rand(4, 10, 1, 32, 32, generator=g) < error_rate
+    members = torch.where(flips, -gt[:, None], gt[:, None])
+    diag = member_diagnostics(members, gt)
+    assert diag["member_error"].mean().item() == pytest.approx(error_rate, abs=0.02)
+    assert diag["binariness"].eq(1).all()
+    grey = torch.where(members < 0, torch.full_like(members, -0.4), members)
+    for i in range(4):
+        y = gt[i] > 0
+        bound = diag["member_error"][i].item()
+        vote, _, _ = ensemble_summary(grey[i : i + 1])
+        assert ece(vote[0], y).item() <= bound + 1e-6
+        soft, _, _ = ensemble_summary(grey[i : i + 1], rule=SOFT)
+        assert ece(soft[0], y).item() > bound + 0.05
+    assert member_diagnostics(grey, gt)["bg_prob_softmean"].min().item() > 0.25
 
 
 @settings(max_examples=30, deadline=None)

@@ -4,6 +4,7 @@ from .errors import DatasetError
 from .loader import AugmentConfig, BatchSampler, to_tensors
 from .prepare import PreparedDataset, PrepConfig, load_dataset
 from .registry import DatasetSpec, dataset_names, get_spec
+from .splits import spread_subset
 
 __all__ = [
     "AugmentConfig",
@@ -15,5 +16,6 @@ __all__ = [
     "dataset_names",
     "get_spec",
     "load_dataset",
+    "spread_subset",
     "to_tensors",
 ]

@@ -6,6 +6,9 @@
 - MoNuSeg 2018: ``*.tif`` tiles; the mask is a same-stem ``.png`` (binary masks) or ``.xml`` (official polygons)
   anywhere in the same part; a top folder with "test" in its name is the official test part.
 - Folder of pairs: ``images/`` and ``masks/`` matched by file stem.
+- Kvasir-SEG: a folder of pairs with the official split lists ``train.txt`` / ``val.txt`` (one image stem a
+  line). The official ``val.txt`` images are the **test** split (what Kvasir-SEG results are reported on); the
+  validation split for model selection is carved from ``train.txt`` by case with the split seed.
 - Masks only: a folder of mask files (fingerprints need no images).
 - nnU-Net v2 raw dataset (2-D): ``dataset.json``, ``imagesTr/<case>_0000.png`` (one RGB or grey file, or one
   grey file per channel ``_0000``, ``_0001``, ... of 1 or 3 channels) and ``labelsTr/<case>.png`` with the integer
@@ -118,6 +121,27 @@ def read_folder(root: Path) -> tuple[list[Case], list[str]]:
     return [Case(k, images[k], masks[k]) for k in sorted(images) if k in masks], problems
 
 
+KVASIR_LISTS = {"train.txt": "train", "val.txt": "test"}  # official list -> our split
+
+
+def read_kvasir(root: Path) -> tuple[list[Case], list[str]]:
+    cases, problems = read_folder(root)
+    split_of, by_id = {}, {c.id: c for c in cases}
+    for name, split in KVASIR_LISTS.items():
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{path}: official split list missing (Kvasir-SEG needs {sorted(KVASIR_LISTS)})")
+            continue
+        for line in path.read_text().split():
+            if line in split_of:
+                problems.append(f"{path}: {line!r} is listed twice (also in the {split_of[line]} list)")
+            elif line not in by_id:
+                problems.append(f"{path}: {line!r} has no image/mask pair under {root}")
+            split_of[line] = split
+    problems += [f"{by_id[k].image}: in no split list {sorted(KVASIR_LISTS)}" for k in by_id if k not in split_of]
+    return [Case(c.id, c.image, c.mask, split=split_of.get(c.id)) for c in cases], problems
+
+
 def read_masks_only(root: Path) -> tuple[list[Case], list[str]]:
     _require_dir(root, "a folder of mask files")
     masks = _files(root)
@@ -198,5 +222,6 @@ def read_nnunet(root: Path) -> tuple[list[Case], list[str]]:
     return cases, problems
 
 
-READERS = {"isic": read_isic, "monuseg": read_monuseg, "folder": read_folder, "masks": read_masks_only,
+READERS = {"isic": read_isic, "monuseg": read_monuseg, "folder": read_folder, "kvasir": read_kvasir,
+           "masks": read_masks_only,
            "nnunet": read_nnunet}

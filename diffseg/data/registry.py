@@ -1,6 +1,6 @@
 """Dataset registry: names as search-space files and the CLI use them.
 
-Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``synthetic-blob``, ``synthetic-nuclei``,
+Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``kvasir_seg``, ``synthetic-blob``, ``synthetic-nuclei``,
 ``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only), ``nnunet:PATH`` (an nnU-Net v2
 raw dataset; ``nnunet:PATH?label=NAME`` picks the foreground label, which ``--label NAME`` adds); plus the names in
 ``datasets.yaml``. Default roots live under the data directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
@@ -31,7 +31,7 @@ class DatasetSpec:
     ``patch_px``: cut them into patches of this many pixels (where the physical scale is unknown)."""
 
     name: str
-    layout: str  # isic | monuseg | folder | masks | synthetic
+    layout: str  # isic | monuseg | folder | kvasir | masks | synthetic
     root: Path | None = None
     mask_encoding: str = "auto"
     colour_key: tuple[int, int, int] = (255, 0, 0)
@@ -70,6 +70,9 @@ def _builtin() -> dict[str, DatasetSpec]:
     specs["monuseg"] = DatasetSpec(
         "monuseg", "monuseg", d / "monuseg", mask_encoding="binary01", patch_um=64.0, mpp=0.2527,
         description="MoNuSeg 2018 H&E nuclei; 1000 px tiles at 0.2527 um/px cut into 64 um patches")
+    specs["kvasir_seg"] = DatasetSpec(
+        "kvasir_seg", "kvasir", d / "kvasir_seg", mask_encoding="binary255",
+        description="Kvasir-SEG colonoscopy polyps; official val.txt (120) is the test split, val carved from train.txt")
     for kind in KINDS:
         specs[f"synthetic-{kind}"] = DatasetSpec(f"synthetic-{kind}", "synthetic", synthetic_kind=kind,
                                                  description=f"synthetic {kind} fingerprint set")

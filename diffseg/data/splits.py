@@ -34,3 +34,25 @@ def make_splits(case_ids: list[str], official: list[str | None], seed: int = 0, 
     ids = np.asarray(case_ids)
     return {name: np.flatnonzero(np.isin(ids, sorted(group))) for name, group in
             (("train", train), ("val", val), ("test", test))}
+
+
+def spread_subset(idx: np.ndarray, case_ids: list[str], limit: int | None, seed: int = 0) -> np.ndarray:
+    """At most ``limit`` of the samples ``idx``, spread over all their cases: cases in a seeded random order, one
+    sample of each case per round (a random one of its patches) until ``limit`` is reached; sorted. Never the
+    first N sorted samples, which for patched tiles are the patches of the first few tiles. ``limit=None`` or
+    ``limit >= len(idx)``: all of ``idx``."""
+    idx = np.asarray(idx)
+    if limit is None or limit >= len(idx):
+        return idx
+    rng = np.random.default_rng(seed)
+    by_case: dict[str, list[int]] = {}
+    for i in idx.tolist():
+        by_case.setdefault(case_ids[i], []).append(i)
+    queues = [list(rng.permutation(by_case[c])) for c in sorted(by_case)]
+    queues = [queues[j] for j in rng.permutation(len(queues))]
+    out: list[int] = []
+    while len(out) < limit:
+        for q in queues:
+            if q and len(out) < limit:
+                out.append(int(q.pop()))
+    return np.asarray(sorted(out), dtype=idx.dtype)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..masks import ensemble_summary
+from ..masks import SOFT, VOTE, ensemble_summary, member_diagnostics
 from ..metrics import (
     adaptive_ece,
     brier,
@@ -23,12 +23,19 @@ from ..metrics import (
     uncertainty_auroc,
 )
 
-PER_IMAGE = ("iou", "dice", "ece", "brier", "nll", "ged", "hm_iou", "unc_auroc", "fg_gt", "fg_pred")
+# per-image columns: the metrics of the ensemble probability (the experiment's rule, ``masks``), the grey-level
+# mean's ECE beside it, and the members' diagnostics that make a grey-level artefact visible
+PER_IMAGE = ("iou", "dice", "ece", "brier", "nll", "ged", "hm_iou", "unc_auroc", "fg_gt", "fg_pred",
+             "ece_softmean", "member_error", "binariness", "bg_prob", "bg_prob_softmean")
 
 
-def per_image_metrics(members: torch.Tensor, gt: torch.Tensor, n_bins: int = 10) -> list[dict[str, float]]:
-    """members (B, N, 1, H, W) in x0 space, gt (B, 1, H, W) in {-1, +1}."""
-    mean, std, seg = ensemble_summary(members, dim=1)
+def per_image_metrics(members: torch.Tensor, gt: torch.Tensor, n_bins: int = 10,
+                      rule: str = VOTE) -> list[dict[str, float]]:
+    """members (B, N, 1, H, W) in x0 space, gt (B, 1, H, W) in {-1, +1}; ``rule`` makes the ensemble's
+    probability (``masks.VOTE`` for sampled members, ``masks.SOFT`` for feed-forward probabilities)."""
+    mean, std, seg = ensemble_summary(members, dim=1, rule=rule)
+    soft, _, _ = ensemble_summary(members, dim=1, rule=SOFT)
+    diag = member_diagnostics(members, gt)
     g = gt > 0
     ious, dices = iou(seg, g), dice(seg, g)
     rows = []
@@ -41,6 +48,7 @@ def per_image_metrics(members: torch.Tensor, gt: torch.Tensor, n_bins: int = 10)
             "ged": float(ged(samples, g[i])), "hm_iou": float(hungarian_iou(samples, g[i])),
             "unc_auroc": float(uncertainty_auroc(std[i], seg[i], g[i])),
             "fg_gt": float(g[i].float().mean()), "fg_pred": float(seg[i].float().mean()),
+            "ece_softmean": float(ece(soft[i], g[i], n_bins)), **{k: float(v[i]) for k, v in diag.items()},
         })
     return rows
 
@@ -74,12 +82,12 @@ def _to_rgb(img: torch.Tensor) -> np.ndarray:
 GALLERY_COLUMNS = ("image", "ground truth", "mean probability", "2 x std")
 
 
-def save_gallery(path: Path, images, gts, members, k: int, min_width: int = 112) -> Path | None:
+def save_gallery(path: Path, images, gts, members, k: int, min_width: int = 112, rule: str = VOTE) -> Path | None:
     """Rows of (image, ground truth, mean probability, 2 x std over members) for the first k images, as one PNG
     with the column names drawn in a header band; every column at least ``min_width`` px wide."""
     if k <= 0 or members.shape[0] == 0:
         return None
-    mean, std, _ = ensemble_summary(members[:k], dim=1)
+    mean, std, _ = ensemble_summary(members[:k], dim=1, rule=rule)
     rows = []
     for i in range(min(k, members.shape[0])):
         img = _to_rgb(images[i]) if images is not None else _to_rgb(torch.zeros(3, *gts.shape[-2:]))

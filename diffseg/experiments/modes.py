@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..diffusion import SAMPLERS, Schedule, TimestepSampler, make_target, q_sample
 from ..diffusion.loss import eps_space_mse, weighted_loss
 from ..diffusion.targets import to_x0
+from ..masks import SOFT, VOTE
 
 Tensor = torch.Tensor
 
@@ -63,6 +64,7 @@ class Mode:
     name = ""
     diffusion = True
     conditioned = True  # does the image condition the model?
+    probability = VOTE  # how an ensemble of this mode's members makes p(foreground) (``diffseg.masks``)
 
     def data_channels(self, image_ch: int) -> int:
         return 1
@@ -117,6 +119,7 @@ class Mode:
 class FeedForward(Mode):
     name = "e1"
     diffusion = False
+    probability = SOFT  # members are sigmoid probabilities, not sampled masks
 
     def _noise_input(self, masks, g):
         return torch.randn(masks.shape, generator=g, device=g.device).to(masks.device)

@@ -4,7 +4,8 @@ Seeds everything; AdamW; EMA weights (with the usual (1 + n) / (10 + n) warm-up 
 validated and evaluated; gradient clipping; optional bf16 autocast and channels_last; a checkpoint at every
 validation (model, EMA, optimiser, samplers, RNG states) that ``resume_from`` continues bit-identically on CPU;
 validation on the val split with a fast DDIM sampler, best-EMA selection and early stopping on val only; final
-evaluation of the best EMA weights on the test split; the analysis curves; NaN/inf loss ends the trial with
+evaluation of the best EMA weights on the test split (``eval.test_max_images`` caps it with a seeded subset spread
+over all cases, never the first N); the analysis curves; NaN/inf loss ends the trial with
 status ``nan_loss`` instead of raising.
 
 ``data.retrain`` trains on train + val, so validation cannot select anything: the final EMA weights are
@@ -16,8 +17,10 @@ trained with condition dropout also gives its mask error with the null image. Th
 paper pairs an E2 trial with the matching E3 trial (``diffseg.studies.export``), never an E2 model fed an image it
 never saw. The training loss over t is binned on log-spaced edges (dense near t = 0) over the last
 (1 - ``train.loss_curve_from``) of training. E1/E2 report IoU and ECE for the first N members at every
-N in ``ENSEMBLE_SIZES`` up to the ensemble size (``test_iou_n{N}``, ``test_ece_n{N}``): the mean of N near-binary
-members takes about N + 1 values, so ECE depends on N.
+N in ``ENSEMBLE_SIZES`` up to the ensemble size (``test_iou_n{N}``, ``test_ece_n{N}``, and the grey-level mean's
+``test_ece_softmean_n{N}``): the vote fraction of N members takes N + 1 values, so ECE depends on N.
+``train.keep_checkpoints`` keeps the EMA weights at those steps (``ema_checkpoints/step{N}.pt``) for analyses
+after training (``diffseg.analysis.loss_over_t``).
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from ..data import BatchSampler, load_dataset, to_tensors
+from ..data import BatchSampler, load_dataset, spread_subset, to_tensors
 from ..io import atomic_path
-from ..masks import ensemble_summary
+from ..masks import SOFT, VOTE, ensemble_summary
 from ..metrics import ece, iou
 from ..models import REFERENCE_ARCHITECTURES, count_params
 from . import build
@@ -48,6 +51,7 @@ from .modes import MODES, Mode
 from .result import (
     BEST_VAL,
     EARLY_STOPPED,
+    EMA_CHECKPOINTS,
     FINAL_EMA,
     IMAGE_ERROR,
     MASK_ERROR,
@@ -66,15 +70,18 @@ Log = Callable[[dict[str, float], int], None]  # (metrics, step): the training l
 ENSEMBLE_SIZES = (1, 2, 3, 5, 10, 15, 25)
 
 
-def ensemble_size_metrics(members: torch.Tensor, gts: torch.Tensor, n_bins: int) -> dict[str, float]:
+def ensemble_size_metrics(members: torch.Tensor, gts: torch.Tensor, n_bins: int, rule: str = VOTE
+                          ) -> dict[str, float]:
     """Mean per-image IoU and ECE of the ensemble of the first N members, for every N of ``ENSEMBLE_SIZES`` up to
-    the ensemble size (and the full size)."""
+    the ensemble size (and the full size), with ``rule``'s probability and with the grey-level mean."""
     out = {}
     g = gts > 0
     for n in sorted({k for k in ENSEMBLE_SIZES if k < members.shape[1]} | {members.shape[1]}):
-        mean, _, seg = ensemble_summary(members[:, :n], dim=1)
+        mean, _, seg = ensemble_summary(members[:, :n], dim=1, rule=rule)
+        soft, _, _ = ensemble_summary(members[:, :n], dim=1, rule=SOFT)
         out[f"test_iou_n{n}"] = float(iou(seg, g).mean())
         out[f"test_ece_n{n}"] = float(np.mean([float(ece(mean[i], g[i], n_bins)) for i in range(len(g))]))
+        out[f"test_ece_softmean_n{n}"] = float(np.mean([float(ece(soft[i], g[i], n_bins)) for i in range(len(g))]))
     return out
 
 
@@ -197,6 +204,14 @@ class Trial:
         self.checkpoint_dir = ckpt
         return ckpt
 
+    def keep_ema(self) -> Path:
+        """The EMA weights of this step, kept for analyses after training (``EMA_CHECKPOINTS/step{N}.pt``)."""
+        path = self.out / EMA_CHECKPOINTS / f"step{self.step}.pt"
+        path.parent.mkdir(exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"step": self.step, "ema": self.ema.module.state_dict(), "config": self.cfg.to_dict()}, tmp)
+        return path
+
     # --- training ------------------------------------------------------------------------------------------------
 
     def _autocast(self):
@@ -237,9 +252,7 @@ class Trial:
     # --- evaluation ------------------------------------------------------------------------------------------------
 
     def _split_tensors(self, split: str, limit: int | None):
-        idx = self.splits[split]
-        if limit is not None:
-            idx = idx[:limit]
+        idx = spread_subset(self.splits[split], self.ds.case_ids, limit, self.cfg.data.split_seed)
         images, masks = to_tensors(self.ds, idx)
         if images is None:
             images = torch.zeros(masks.shape[0], 3, *masks.shape[-2:])
@@ -282,7 +295,7 @@ class Trial:
         if self.cfg.experiment in ("e1", "e2"):
             _, images, masks = self._split_tensors("val", ev.val_max_images)
             members = self.predict(model, images, masks, ev.val_ensemble, ev.val_steps, self.cfg.seed + 3)
-            _, _, seg = ensemble_summary(members, dim=1)
+            _, _, seg = ensemble_summary(members, dim=1, rule=self.mode.probability)
             return {name: float(iou(seg, masks > 0).mean())}
         grid = t_grid(self.ctx.T, min(10, ev.curve_points))
         errs = self.x0_errors(model, "val", self.mode.conditioned, grid, ev.val_max_images, self.cfg.seed + 3)
@@ -312,6 +325,8 @@ class Trial:
                 break
             losses.append(loss)
             window.append(loss)
+            if self.step in (cfg.train.keep_checkpoints or ()):
+                self.keep_ema()
             if self.log is not None and self.step % cfg.train.log_every == 0:
                 self.log({"train_loss": float(np.mean(window))}, self.step)
                 window = []
@@ -359,15 +374,19 @@ class Trial:
         if cfg.experiment in ("e1", "e2"):
             idx, images, masks = self._split_tensors("test", ev.test_max_images)
             members = self.predict(model, images, masks, ev.ensemble, ev.steps, cfg.seed + 4)
-            rows = per_image_metrics(members.cpu(), masks.cpu(), ev.ece_bins)
+            rule = self.mode.probability
+            rows = per_image_metrics(members.cpu(), masks.cpu(), ev.ece_bins, rule)
             for i, r in zip(idx.tolist(), rows, strict=True):
                 r["image_id"] = f"{self.ds.case_ids[i]}#{i}"
-            mean, _, _ = ensemble_summary(members.cpu(), dim=1)
+                r["case_id"] = self.ds.case_ids[i]
+            mean, _, _ = ensemble_summary(members.cpu(), dim=1, rule=rule)
             result.metrics = summarise(rows, mean, masks.cpu(), ev.ece_bins)
-            result.metrics.update(ensemble_size_metrics(members.cpu(), masks.cpu(), ev.ece_bins))
+            result.metrics["test_cases"] = float(len({r["case_id"] for r in rows}))
+            result.metrics.update(ensemble_size_metrics(members.cpu(), masks.cpu(), ev.ece_bins, rule))
             result.per_image = rows
             result.reliability = reliability(mean, masks.cpu(), ev.ece_bins)
-            gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery)
+            gallery = save_gallery(self.out / "gallery.png", images.cpu(), masks.cpu(), members.cpu(), ev.gallery,
+                                   rule=rule)
             if gallery:
                 result.artifacts["gallery"] = str(gallery)
         self.timing["final_ensemble_s"] = time.perf_counter() - t_eval

@@ -175,7 +175,7 @@ def arm_ranks(d) -> pd.DataFrame:
 def training_free_baseline(d) -> pd.DataFrame:
     """Blur + Otsu (``metrics.blur_otsu``) on exactly the test images the trials were evaluated on, beside the
     trials' test IoU per experiment and architecture: a learned model must beat it to show it learned anything."""
-    from ..data import load_dataset
+    from ..data import load_dataset, spread_subset
     from ..metrics import blur_otsu_iou
     from .data import trial_config
 
@@ -186,7 +186,7 @@ def training_free_baseline(d) -> pd.DataFrame:
         cfg = trial_config(grp.iloc[0], d.config_curves)
         data = load_dataset(ds, build.prep(cfg), cfg.data.data_root, d.runs / "cache")
         idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
-        idx = idx[: cfg.eval.test_max_images] if cfg.eval.test_max_images else idx
+        idx = spread_subset(idx, data.case_ids, cfg.eval.test_max_images, cfg.data.split_seed)
         base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))
         for (arch, exp), trials in grp.groupby(["architecture", "experiment"]):
             _, lo, _, n = mean_ci(trials.test_iou)

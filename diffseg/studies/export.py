@@ -106,7 +106,7 @@ def _numeric(df: pd.DataFrame, ints: set[str], strings: frozenset | set = frozen
 
 
 # What an E2 and an E3 trial must share to be compared (the paper: same dataset, architecture, schedule, seed).
-PAIR_KEYS = ["dataset", "seed", "cfg.model.architecture", "cfg.data.resolution", "cfg.diffusion.T",
+PAIR_KEYS = ["dataset", "seed", "cfg.model.architecture", "cfg.data.resolution", "cfg.diffusion.T", "cfg.diffusion.target",
              "cfg.diffusion.schedule", "cfg.diffusion.schedule_params", "cfg.diffusion.input_scale",
              "cfg.diffusion.logsnr_end", "cfg.diffusion.zero_terminal_snr"]
 CONDITIONING_COLUMNS = ["dataset", "architecture", "seed", "e2_trial_id", "partner_trial_id", "partner", "t",
@@ -192,8 +192,8 @@ def export_study(tracking_uri: str, study: str, dest: Path, parent_run_id: str |
         "curves": pd.DataFrame(curves, columns=["trial_id", "kind", "conditioned", "t", "value"]).astype(
             {"trial_id": "string", "kind": "string", "conditioned": "bool", "t": "float64", "value": "float64"}),
         "images": _numeric(pd.DataFrame(images).reindex(columns=_columns(
-            images, ["trial_id", "dataset", "arm", "seed", "image_id", *PER_IMAGE])), {"seed"},
-            {"dataset", "arm", "image_id"}),
+            images, ["trial_id", "dataset", "arm", "seed", "image_id", "case_id", *PER_IMAGE])), {"seed"},
+            {"dataset", "arm", "image_id", "case_id"}),
         "reliability": _numeric(pd.DataFrame(reliability).reindex(
             columns=["trial_id", "bin", "count", "confidence", "accuracy", "lower", "upper"]), {"bin", "count"}),
     }
