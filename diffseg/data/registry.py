@@ -1,7 +1,7 @@
 """Dataset registry: names as search-space files and the CLI use them.
 
-Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``kvasir_seg``, ``synthetic-blob``, ``synthetic-nuclei``,
-``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only), ``nnunet:PATH`` (an nnU-Net v2
+Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``kvasir_seg`` (Kvasir-SEG), ``synthetic-blob``,
+``synthetic-nuclei``, ``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only), ``nnunet:PATH`` (an nnU-Net v2
 raw dataset; ``nnunet:PATH?label=NAME`` picks the foreground label, which ``--label NAME`` adds); plus the names in
 ``datasets.yaml``. Default roots live under the data directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
 next to the project checkout; ``data_root`` overrides a dataset's root.
@@ -72,7 +72,7 @@ def _builtin() -> dict[str, DatasetSpec]:
         description="MoNuSeg 2018 H&E nuclei; 1000 px tiles at 0.2527 um/px cut into 64 um patches")
     specs["kvasir_seg"] = DatasetSpec(
         "kvasir_seg", "kvasir", d / "kvasir_seg", mask_encoding="binary255",
-        description="Kvasir-SEG colonoscopy polyps; official val.txt (120) is the test split, val carved from train.txt")
+        description="Kvasir-SEG colonoscopy polyps; official val.txt (120 images) = test, val carved from train.txt")
     for kind in KINDS:
         specs[f"synthetic-{kind}"] = DatasetSpec(f"synthetic-{kind}", "synthetic", synthetic_kind=kind,
                                                  description=f"synthetic {kind} fingerprint set")

@@ -58,7 +58,7 @@ EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reli
 STUDY_META = "study.json"
 RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
 WEIGHTS_FILE = "selected_weights.pt"  # in a trial's output folder: the selected EMA weights (``selection``)
-EMA_CHECKPOINTS = "ema_checkpoints"  # in a trial's output folder: step{N}.pt, the EMA weights kept at train.keep_checkpoints
+EMA_CHECKPOINTS = "ema_checkpoints"  # in a trial's output folder: step{N}.pt, EMA weights at train.keep_checkpoints
 
 
 def export_dir(out: Path, study: str) -> Path:

@@ -105,10 +105,11 @@ def _numeric(df: pd.DataFrame, ints: set[str], strings: frozenset | set = frozen
     return df
 
 
-# What an E2 and an E3 trial must share to be compared (the paper: same dataset, architecture, schedule, seed).
-PAIR_KEYS = ["dataset", "seed", "cfg.model.architecture", "cfg.data.resolution", "cfg.diffusion.T", "cfg.diffusion.target",
-             "cfg.diffusion.schedule", "cfg.diffusion.schedule_params", "cfg.diffusion.input_scale",
-             "cfg.diffusion.logsnr_end", "cfg.diffusion.zero_terminal_snr"]
+# What an E2 and an E3 trial must share to be compared (the paper: same dataset, architecture, schedule, seed;
+# here also the prediction target, so that a study with several targets pairs each E2 with its own E3).
+PAIR_KEYS = ["dataset", "seed", "cfg.model.architecture", "cfg.data.resolution", "cfg.diffusion.T",
+             "cfg.diffusion.target", "cfg.diffusion.schedule", "cfg.diffusion.schedule_params",
+             "cfg.diffusion.input_scale", "cfg.diffusion.logsnr_end", "cfg.diffusion.zero_terminal_snr"]
 CONDITIONING_COLUMNS = ["dataset", "architecture", "seed", "e2_trial_id", "partner_trial_id", "partner", "t",
                         "with_image", "without_image"]
 
