@@ -3,7 +3,8 @@ the real sample sets (the smoke model at 600 steps, about 5 minutes a trial on o
 sizes); ``long`` the cpu model at 32 px for 20k steps with EMA weights kept for post-hoc analysis; ``small`` an
 hour on a CPU or one GPU; ``paper`` the published settings on GPUs (256 px, guided-diffusion widths, T = 1000,
 full DDPM sampling with ensembles of 25 / 10 / 5 for MoNuSeg / ISIC / HER2, SegFormer-B3 as the paper;
-``model.segformer_pretrained`` points at local weights). Each budget is a dotted-key overlay on TrialConfig, applied per dataset (``budget_overlay(budget, dataset)``).
+``model.segformer_pretrained`` points at local weights). Each budget is a dotted-key overlay on
+TrialConfig, applied per dataset (``budget_overlay(budget, dataset)``).
 smoke, cpu and small sample with respaced ancestral DDPM (DDIM eta = 1): with few steps, eta = 0 leaves the
 members' background far from -1 and inflates ECE (measured: ECE 0.24 vs 0.16 at equal IoU on synthetic-blob)."""
 

@@ -3,7 +3,8 @@
 Built in: ``isic2016``, ``isic2017``, ``isic2018``, ``monuseg``, ``kvasir_seg`` (Kvasir-SEG), ``synthetic-blob``,
 ``synthetic-nuclei``, ``synthetic-clusters``; ``folder:PATH`` (images/ + masks/), ``masks:PATH`` (masks only),
 ``nnunet:PATH`` (an nnU-Net v2 raw dataset; ``nnunet:PATH?label=NAME`` picks the foreground label,
-which ``--label NAME`` adds); plus the names in ``datasets.yaml``. Default roots live under the data directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
+which ``--label NAME`` adds); plus the names in ``datasets.yaml``. Default roots live under the data
+directory: ``$DIFFSEG_DATA_DIR``, else ``../shared/data``
 next to the project checkout; ``data_root`` overrides a dataset's root.
 """
 
