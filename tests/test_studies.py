@@ -19,7 +19,8 @@ from tests.conftest import bin_path as _bin
 from tests.conftest import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["architectures", "conditioning", "final_noise_levels", "findings", "fingerprints", "noise_schedules",
+STUDIES = ["architectures", "calibration_targets", "conditioning", "final_noise_levels", "findings", "fingerprints",
+           "long_training", "noise_schedules",
            "segmentation_vs_generation", "weighting_schedules"]
 TINY_BUDGET = ("{train.steps: 6, train.val_every: 3, train.log_every: 2, eval.test_max_images: 3, "
                "eval.curve_points: 4, eval.curve_max_images: 3, eval.ensemble: 2, eval.steps: 2, eval.val_steps: 2, "
@@ -135,7 +136,7 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
         metrics = {m["key"] for m in child["data"]["metrics"]}
         assert tags["ray_trial_id"] and tags["git_commit"] and tags["dataset_hash"] and tags["budget"] == "smoke"
         assert params["diffusion.weighting"] in {"uniform", "min_snr", "curve"} and params["data.resolution"] == "32"
-        assert {"val_iou", "test_iou", "test_ece", "t_half.mask_error.cond"} <= metrics
+        assert {"val_iou", "test_iou", "test_ece", "t_half_of_end.mask_error.cond"} <= metrics
         assert "step" not in metrics and not any(m.startswith("curve.") for m in metrics), metrics
         arts = _rest(mlflow_server, f"artifacts/list?run_id={child['info']['run_id']}")["files"]
         names = {a["path"] for a in arts}

@@ -1,51 +1,51 @@
 """Paired comparison of an arm against a baseline arm on the same test images: the difference of per-image
 metrics, paired over seeds and images, with a 95 % bootstrap interval over cases and a Holm-corrected p-value.
 
-For each test image the arm-minus-baseline difference is averaged over the seeds both arms ran (seeds enter as
-strata: a case is resampled with all its seeds, so the pairing by seed and by image is kept). The interval is
-scipy's BCa bootstrap of the mean difference over cases; the p-value is the two-sided Wilcoxon signed-rank test
-of the per-case differences (scipy); p-values are Holm-corrected over the arms compared with one baseline on one
-dataset and metric (``holm``). Identical arms give a zero difference, an interval [0, 0] and p = 1.
+The arm-minus-baseline difference is paired by image and seed, then averaged within each independent case (the
+patches of one tile are one case; seeds are nested within cases: ``metrics.cases``). The interval is scipy's BCa
+bootstrap of the mean difference over cases (the percentile interval where BCa is degenerate, named in
+``ci_method``); the p-value is the two-sided Wilcoxon signed-rank test of the per-case differences (scipy), with
+the smallest p that n cases can reach (``p_min``) and the smallest detectable effect (``mde``) beside it; p-values
+are Holm-corrected over the arms compared with one baseline on one dataset and metric (``holm``). Identical arms
+give a zero difference, an interval [0, 0] and p = 1.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-COLUMNS = ["dataset", "arm", "baseline", "metric", "n_images", "n_seeds", "baseline_mean", "arm_mean", "diff",
-           "ci_low", "ci_high", "p", "p_holm", "better"]
+from .cases import case_interval, paired_case_differences, resolution
+
+COLUMNS = ["dataset", "arm", "baseline", "metric", "n_images", "n_cases", "n_seeds", "baseline_mean", "arm_mean",
+           "diff", "ci_low", "ci_high", "ci_method", "p", "p_min", "mde", "p_holm", "better"]
 TYPES = {"dataset": "string", "arm": "string", "baseline": "string", "metric": "string", "n_images": "int64",
-         "n_seeds": "int64", "baseline_mean": "float64", "arm_mean": "float64", "diff": "float64",
-         "ci_low": "float64", "ci_high": "float64", "p": "float64", "p_holm": "float64", "better": "bool"}
+         "n_cases": "int64", "n_seeds": "int64", "baseline_mean": "float64", "arm_mean": "float64",
+         "diff": "float64", "ci_low": "float64", "ci_high": "float64", "ci_method": "string", "p": "float64",
+         "p_min": "float64", "mde": "float64", "p_holm": "float64", "better": "bool"}
 # Which direction is better for each compared per-image metric.
 HIGHER_IS_BETTER = {"iou": True, "dice": True, "ece": False, "brier": False, "nll": False, "ged": False}
 
 
 def paired_difference(arm: pd.DataFrame, base: pd.DataFrame, metric: str, seed: int = 0) -> dict:
-    """``arm`` and ``base``: rows (seed, image_id, <metric>) of one dataset. Returns the comparison's numbers."""
+    """``arm`` and ``base``: rows (seed, image_id, [case_id], <metric>) of one dataset. The comparison's numbers."""
     joined = arm[["seed", "image_id", metric]].merge(base[["seed", "image_id", metric]], on=["seed", "image_id"],
                                                      suffixes=("_arm", "_base")).dropna()
-    per_case = joined.assign(d=joined[f"{metric}_arm"] - joined[f"{metric}_base"]).groupby("image_id").agg(
-        d=("d", "mean"), a=(f"{metric}_arm", "mean"), b=(f"{metric}_base", "mean"))
-    d = per_case.d.to_numpy(np.float64)
-    out = {"n_images": len(d), "n_seeds": joined.seed.nunique(), "baseline_mean": float(per_case.b.mean()),
-           "arm_mean": float(per_case.a.mean()), "diff": float(d.mean()) if len(d) else math.nan}
+    d = paired_case_differences(arm, base, metric).to_numpy(np.float64)
+    res = resolution(d)
+    out = {"n_images": joined.image_id.nunique(), "n_cases": res["n_cases"], "n_seeds": joined.seed.nunique(),
+           "baseline_mean": float(joined[f"{metric}_base"].mean()), "arm_mean": float(joined[f"{metric}_arm"].mean()),
+           "diff": float(d.mean()) if len(d) else math.nan, "p_min": res["p_min"], "mde": res["mde"]}
+    lo, hi, method = case_interval(d, seed)
     if len(d) < 2:
-        return {**out, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+        return {**out, "ci_low": lo, "ci_high": hi, "ci_method": method, "p": math.nan}
+    p = float(stats.wilcoxon(d).pvalue) if np.any(np.abs(d) > 1e-12) else 1.0
     if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):  # no variation: the interval is the point
-        c = float(d.mean())
-        return {**out, "ci_low": c, "ci_high": c, "p": 1.0 if abs(c) <= 1e-12 else 0.0}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # BCa warns on near-degenerate resamples
-        ci = stats.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=9999, method="BCa",
-                             random_state=np.random.default_rng(seed)).confidence_interval
-    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
-    return {**out, "ci_low": float(ci.low), "ci_high": float(ci.high), "p": p}
+        p = 1.0 if abs(float(d.mean())) <= 1e-12 else 0.0
+    return {**out, "ci_low": lo, "ci_high": hi, "ci_method": method, "p": p}
 
 
 def holm(p: np.ndarray) -> np.ndarray:

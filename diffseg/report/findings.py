@@ -4,18 +4,20 @@ Each function returns a table with one row per dataset (and task/architecture wh
 statistic summarised as ``mean [low, high] (n=seeds)`` (``metrics.intervals``), and a plain verdict column that
 states the rule it applies. Nothing here is tuned: the rules are fixed in the docstrings.
 
-- (a) ``loss_shape``: training eps-loss over t, E2 (segmentation) vs E4 (image generation). Per trial: Spearman
-  rho(t, loss) over the bins, the t of the minimum, and the rise after the minimum (max later / min). Rule:
-  segmentation "dips then rises" when its minimum lies in 0 < t < 50 (not the first bin) and the loss later
-  rises above 1.5x the minimum; generation "falls monotonically" when rho <= -0.9.
-- (b) ``conditioning_gap``: E2 mask error (with the image) vs the matching E3 (mask only), normalised by the
-  prior's error 4 pi (1 - pi). Per pair: mean (E3 - E2) over t < 400 and over t >= 400. Rule: "close below 400"
-  when the upper 95 % bound of the t < 400 gap is below 0.1 (10 % of the prior's error).
-- (c) ``fingerprint_agreement``: trained E3 curve per seed vs the training-free curve: t at 0.05 / 0.5 / 0.95,
-  |differences| and the mean absolute difference of the normalised curves.
-- (d) ``calibration``: E1 vs E2 test IoU and ECE (mean of per-image 10-bin ECE) per architecture and dataset,
-  and the paired difference E2 - E1 over seeds. Rule: "E2 lowers ECE" when the upper bound of ECE(E2) - ECE(E1)
-  is below 0.
+- (a) ``loss_over_t`` (the verdict): the eps-loss over t measured post hoc on kept checkpoints
+  (``analysis.loss_over_t``), dip rule of ``analysis.dip`` on its bootstrap interval. ``loss_shape`` reads the
+  same rule's statistics off the running training-loss curve per seed (descriptive: intervals over seeds).
+- (b) ``conditioning_gap``: E2 mask error (with the image) vs the matching E3 (mask only, same target). Per pair:
+  the relative gap (E3 - E2) / E3 at the t where E3 > 0.05, its mean below the dataset's t_half, and the t where
+  the curves part (the first t with a relative gap > 0.1) relative to t_half. Rule: "close below t_half" when the
+  upper 95 % bound over seeds of the mean relative gap is below 0.1, "apart" when the lower bound is above it.
+- (c) ``fingerprint_agreement``: trained E3 curve per seed vs the training-free curve of the same masks (the test
+  masks E3 is evaluated on, each normalised by their own prior error): t at 0.05 / 0.5 / 0.95, |differences| and
+  the mean absolute difference of the normalised curves; the train + val fingerprint's t_half beside it.
+- (d) ``calibration``: E1 vs each E2 arm (target), vote-fraction ECE (mean of per-image 10-bin ECE), IoU and the
+  members' diagnostics, and the paired difference E2 - E1 at the level of independent cases (``metrics.cases``:
+  patches within a tile and seeds within a case are averaged first). Rule: "E2 lowers ECE" when the upper bound
+  of the case-level interval of ECE(E2) - ECE(E1) is below 0, "raises" when the lower bound is above 0.
 - (e) ``arm_ranks``: each arm's rank per dataset by the mean validation metric over seeds (1 = best), with the
   test metrics (mean and 95 % interval over seeds) beside it.
 """
@@ -26,12 +28,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from ..analysis.dip import DIP, NO_DIP, RISE, UNDECIDED, dip_statistics
 from ..experiments import build
-from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS
-from ..fingerprint import prior_error, trained_agreement
+from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS, export_dir
+from ..fingerprint import trained_agreement
+from ..fingerprint.core import fingerprint_masks
 from ..metrics import fmt_ci, mean_ci
+from ..metrics.cases import case_means, fmt_cases, paired_case_differences, summarise_cases
 
-RISE, MONOTONE_RHO, SMALL_T, CLOSE_GAP, SPLIT_T = 1.5, -0.9, 50, 0.1, 400
+MONOTONE_RHO, CLOSE_GAP, E3_FLOOR = -0.9, 0.1, 0.05
 
 
 def _curves(d, kind: str, experiments: tuple[str, ...]) -> pd.DataFrame:
@@ -42,24 +47,53 @@ def _curves(d, kind: str, experiments: tuple[str, ...]) -> pd.DataFrame:
 
 
 def loss_shape(d) -> pd.DataFrame:
+    """The dip statistics (``analysis.dip``) of the running training-loss curve per seed, and Spearman rho; the
+    rule over seeds (lower bounds of depth > 0 and rise >= 1.5: dip; upper bound of either below: no dip)."""
     rows = []
     for (ds, exp), grp in _curves(d, TRAIN_LOSS, ("e2", "e4")).groupby(["dataset", "experiment"]):
         per = []
         for _, tr in grp.groupby("trial_id"):
             tr = tr.sort_values("t")
             t, v = tr.t.to_numpy(), tr.value.to_numpy()
-            i = int(np.argmin(v))
-            per.append({"rho": float(sstats.spearmanr(t, v)[0]) if len(t) > 2 else np.nan, "t_min": float(t[i]),
-                        "rise": float(v[i:].max() / v[i]) if v[i] > 0 else np.nan,
-                        "dip": bool(0 < i and t[i] < SMALL_T and v[i:].max() >= RISE * v[i])})
+            try:
+                depth, rise = dip_statistics(np.round(t).astype(int), v)
+            except ValueError:  # bins missing in a window
+                depth, rise = np.nan, np.nan
+            per.append({"rho": float(sstats.spearmanr(t, v)[0]) if len(t) > 2 else np.nan,
+                        "depth": float(depth), "rise": float(rise)})
         p = pd.DataFrame(per)
+        _, d_lo, d_hi, n = mean_ci(p.depth)
+        _, r_lo, r_hi, _ = mean_ci(p.rise)
+        verdict = ("one seed: no verdict" if n < 2 else DIP if d_lo > 0 and r_lo >= RISE else
+                   NO_DIP if d_hi <= 0 or r_hi < RISE else UNDECIDED)
         task = "segmentation (E2)" if exp == "e2" else "image generation (E4)"
-        verdict = (f"dip then rise in {int(p.dip.sum())}/{len(p)} seeds" if exp == "e2" else
-                   f"monotone fall (rho <= {MONOTONE_RHO}) in {int((p.rho <= MONOTONE_RHO).sum())}/{len(p)} seeds")
         rows.append({"dataset": ds, "task": task, "spearman rho(t, loss)": fmt_ci(p.rho, 2),
-                     "t of minimum": fmt_ci(p.t_min, 1), "max after min / min": fmt_ci(p.rise, 2),
-                     "verdict": verdict})
+                     "dip depth L(0) - min[2, 50)": fmt_ci(p.depth, 4), "rise max[50, 250] / min": fmt_ci(p.rise, 2),
+                     "verdict (running loss, over seeds)": verdict})
     return pd.DataFrame(rows)
+
+
+def loss_over_t(runs, study: str = "long_training") -> pd.DataFrame:
+    """The post-hoc dip verdict per trial and kept checkpoint (``analysis.loss_over_t`` exports), or empty."""
+    path = export_dir(runs, study) / "loss_over_t_verdicts.parquet"
+    if not path.exists():
+        return pd.DataFrame()
+    v = pd.read_parquet(path).sort_values(["experiment", "step"])
+    task = v.experiment.map({"e2": "segmentation (E2)", "e4": "image generation (E4)", "e3": "mask only (E3)"})
+    return pd.DataFrame({
+        "dataset": v.dataset, "task": task, "checkpoint step": v.step, "n": v.images.astype(str) + " images x "
+        + v.draws.astype(str) + " draws",
+        "dip depth L(0) - min[2, 50)": [f"{a:.4f} [{b:.4f}, {c:.4f}]" for a, b, c in
+                                        zip(v.dip_depth, v.dip_depth_low, v.dip_depth_high, strict=True)],
+        "rise max[50, 250] / min": [f"{a:.2f} [{b:.2f}, {c:.2f}]" for a, b, c in
+                                    zip(v.rise, v.rise_low, v.rise_high, strict=True)],
+        "verdict": v.verdict})
+
+
+def t_half(d, dataset: str) -> float | None:
+    """The dataset's t_half: where its training-free mask error (train + val masks) reaches 0.5 of the prior's."""
+    fp = d.fingerprints.get(dataset)
+    return fp["training_free"]["t_half"] if fp else None
 
 
 def conditioning_gap(d) -> pd.DataFrame:
@@ -68,74 +102,117 @@ def conditioning_gap(d) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for (ds, arch, partner), grp in c.groupby(["dataset", "architecture", "partner"]):
-        prior = d.prior(ds)
-        norm = prior_error(prior) if prior else np.nan
-        lo_gap, hi_gap = [], []
+        th = t_half(d, ds)
+        below, part, n_t = [], [], []
         for _, pair in grp.groupby(["e2_trial_id", "partner_trial_id"]):
-            gap = (pair.without_image - pair.with_image) / norm
-            lo_gap.append(float(gap[pair.t < SPLIT_T].mean()))
-            hi_gap.append(float(gap[pair.t >= SPLIT_T].mean()))
-        _, _, hi, n = mean_ci(lo_gap)
-        close = "close below t = 400" if n > 1 and hi < CLOSE_GAP else (
-            "not close below t = 400" if n > 1 else "one seed: no verdict")
+            pair = pair.sort_values("t")
+            rel = (pair.without_image - pair.with_image) / pair.without_image
+            ok = pair.without_image > E3_FLOOR
+            sel = ok & (pair.t < th) if th is not None else ok & False
+            n_t.append(int(sel.sum()))
+            below.append(float(rel[sel].mean()) if sel.any() else np.nan)
+            apart = pair.t[ok & (rel > CLOSE_GAP)]
+            part.append(float(apart.iloc[0]) / th if len(apart) and th else np.nan)
+        _, lo, hi, n = mean_ci(below)
+        verdict = ("no t below t_half with E3 error > 0.05: not testable" if n == 0 else
+                   "one seed: no verdict" if n < 2 else f"close below t_half (gap < {CLOSE_GAP})" if hi < CLOSE_GAP
+                   else f"apart below t_half (gap > {CLOSE_GAP})" if lo > CLOSE_GAP else "undecided")
         rows.append({"dataset": ds, "architecture": arch, "without image from": partner,
-                     f"gap t < {SPLIT_T} (E3 - E2) / prior error": fmt_ci(lo_gap),
-                     f"gap t >= {SPLIT_T}": fmt_ci(hi_gap), "verdict": close})
+                     "t_half": th, "t used (E3 > 0.05, t < t_half)": int(np.median(n_t)) if n_t else 0,
+                     "relative gap (E3 - E2) / E3 below t_half": fmt_ci(below),
+                     "t where they part / t_half": fmt_ci(part, 2), "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def _eval_masks(d, row, limit_key: str):
+    """The masks (N, H, W) of a trial's test split that an evaluation capped by ``cfg.eval.<limit_key>`` used."""
+    from ..data import load_dataset, spread_subset
+    from .data import trial_config
+
+    cfg = trial_config(row, d.config_curves)
+    data = load_dataset(row["dataset"], build.prep(cfg), cfg.data.data_root, d.runs / "cache")
+    idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
+    idx = spread_subset(idx, data.case_ids, getattr(cfg.eval, limit_key), cfg.data.split_seed)
+    return cfg, data, idx
 
 
 def fingerprint_agreement(d) -> pd.DataFrame:
     rows = []
     e3 = _curves(d, MASK_ERROR, ("e3",))
+    trials = d.ok_trials().set_index("trial_id")
     for ds, fp in sorted(d.fingerprints.items()):
-        tf = fp["training_free"]
-        per = []
-        for _, tr in e3[e3.dataset == ds].groupby("trial_id"):
+        per, same_tf = [], None
+        for tid, tr in e3[e3.dataset == ds].groupby("trial_id"):
+            if same_tf is None:  # the test masks E3's curve was measured on (evaluation only: not leakage)
+                cfg, data, idx = _eval_masks(d, trials.loc[tid].rename(None).to_dict() | {"trial_id": tid},
+                                             "curve_max_images")
+                same_tf = fingerprint_masks(np.asarray(data.masks)[idx], build.schedule(cfg, base=True))[
+                    "training_free"]
             tr = tr.sort_values("t")
-            per.append(trained_agreement(tf["error"], tr.t.astype(int).tolist(), tr.value.tolist(), tf["prior_fg"]))
+            per.append(trained_agreement(same_tf["error"], tr.t.astype(int).tolist(), tr.value.tolist(),
+                                         same_tf["prior_fg"]))
 
         def col(key, part, per=per):
             return [a[key][part] if a[key][part] is not None else np.nan for a in per]
 
+        tf = fp["training_free"]
         row = {"dataset": ds, "masks (train+val)": fp["split"]["samples"], "resolution (px)": fp["resolution"],
-               "t_half training-free": tf["t_half"], "t_half trained E3": fmt_ci(col("t_half", "trained"), 0)}
-        for key, name in (("t_half", "|Δ t_half|"), ("t_005", "|Δ t at 0.05|"), ("t_095", "|Δ t at 0.95|")):
-            vals = col(key, "abs_diff")
-            row[name] = fmt_ci(vals, 0) if np.isfinite(vals).any() else "not reached by t = T"
-        row["mean |Δ curve|"] = fmt_ci([a["mean_abs_diff"] for a in per])
+               "t_half training-free (train+val)": tf["t_half"]}
+        if per:
+            row.update({"test masks": f"{len(idx)} (prior {same_tf['prior_fg']:.3f} vs {tf['prior_fg']:.3f})",
+                        "t_half training-free (test masks)": same_tf["t_half"],
+                        "t_half trained E3 (test masks)": fmt_ci(col("t_half", "trained"), 0)})
+            for key, name in (("t_half", "|Δ t_half|"), ("t_005", "|Δ t at 0.05|"), ("t_095", "|Δ t at 0.95|")):
+                vals = col(key, "abs_diff")
+                row[name] = fmt_ci(vals, 0) if np.isfinite(vals).any() else "not reached by t = T"
+            row["mean |Δ curve|"] = fmt_ci([a["mean_abs_diff"] for a in per])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def calibration(d) -> pd.DataFrame:
+    """E1 against each E2 arm per dataset, from the per-image exports, at the level of independent cases."""
     t = d.ok_trials()
     t = t[t.experiment.isin(["e1", "e2"])]
-    if t.empty or "test_ece" not in t:
+    if t.empty or "test_ece" not in t or d.images.empty:
         return pd.DataFrame()
+    img = d.images[d.images.trial_id.isin(t.trial_id)].merge(
+        t[["trial_id", "experiment", "architecture", "cfg.diffusion.target"]], on="trial_id")
     rows = []
-    for (ds, arch), grp in t.groupby(["dataset", "architecture"]):
-        e = {x: grp[grp.experiment == x].set_index("seed") for x in ("e1", "e2")}
-        row = {"dataset": ds, "architecture": arch}
-        for x, name in (("e1", "E1"), ("e2", "E2")):
-            row[f"IoU {name}"] = fmt_ci(e[x].test_iou)
-            row[f"ECE {name}"] = fmt_ci(e[x].test_ece)
-        seeds = sorted(set(e["e1"].index) & set(e["e2"].index))
-        diff = [float(e["e2"].test_ece[s] - e["e1"].test_ece[s]) for s in seeds]
-        row["ECE E2 - E1 (paired)"] = fmt_ci(diff)
-        row["IoU E2 - E1 (paired)"] = fmt_ci([float(e["e2"].test_iou[s] - e["e1"].test_iou[s]) for s in seeds])
-        _, lo, hi, n = mean_ci(diff)
-        row["verdict"] = ("E2 lowers ECE" if n > 1 and hi < 0 else "E2 raises ECE" if n > 1 and lo > 0 else
-                          "no clear difference" if n > 1 else "one seed: no verdict")
-        if "cfg.eval.ensemble" in grp and len(e["e2"]):
-            row["E2 members N"] = int(e["e2"]["cfg.eval.ensemble"].max())
-        rows.append(row)
+    for (ds, arch), grp in img.groupby(["dataset", "architecture"]):
+        e1 = grp[grp.experiment == "e1"]
+        for arm, e2 in grp[grp.experiment == "e2"].groupby("arm"):
+            row = {"dataset": ds, "architecture": arch, "E2 arm": arm,
+                   "target": e2["cfg.diffusion.target"].iloc[0], "seeds": e2.seed.nunique()}
+            for name, rows_ in (("E1", e1), ("E2", e2)):
+                for metric, label in (("iou", "IoU"), ("ece", "ECE")):
+                    row[f"{label} {name}"] = fmt_cases(summarise_cases(case_means(rows_, metric))) if len(
+                        rows_) else "-"
+            for metric, label in (("ece_softmean", "ECE E2 grey-level mean"), ("member_error", "E2 member error"),
+                                  ("binariness", "E2 binariness"), ("bg_prob", "E2 p on background")):
+                if metric in e2 and e2[metric].notna().any():
+                    row[label] = round(float(case_means(e2, metric).mean()), 3)
+            if "member_error" in e2:
+                row["ECE <= member error (images)"] = f"{float((e2.ece <= e2.member_error + 1e-6).mean()):.0%}"
+            if len(e1):
+                diff = summarise_cases(paired_case_differences(e2, e1, "ece"))
+                row["ECE E2 - E1 (cases)"] = fmt_cases(diff)
+                row["IoU E2 - E1 (cases)"] = fmt_cases(summarise_cases(paired_case_differences(e2, e1, "iou")))
+                row.update({"n cases": diff["n_cases"], "p (Wilcoxon)": f"{diff['p']:.2g}",
+                            "smallest p at n": f"{diff['p_min']:.2g}", "detectable ECE effect": round(diff["mde"], 4)})
+                row["verdict"] = ("E2 lowers ECE" if diff["high"] < 0 else "E2 raises ECE" if diff["low"] > 0
+                                  else "no clear difference") if diff["n_cases"] > 1 else "one case: no verdict"
+            ens = t[(t.dataset == ds) & (t.arm == arm)]
+            if "cfg.eval.ensemble" in ens and len(ens):
+                row["E2 members N"] = int(ens["cfg.eval.ensemble"].max())
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
 def ece_vs_n(d) -> pd.DataFrame:
     """Long table (dataset, architecture, experiment, seed, N, ece, iou) from the ``test_ece_n{N}`` columns."""
     t = d.ok_trials()
-    cols = [c for c in t.columns if c.startswith("test_ece_n")]
+    cols = [c for c in t.columns if c.startswith("test_ece_n")]  # test_ece_softmean_n* do not match
     if not cols:
         return pd.DataFrame()
     rows = []
@@ -145,7 +222,8 @@ def ece_vs_n(d) -> pd.DataFrame:
             v = getattr(r, c)
             if pd.notna(v):
                 rows.append({"dataset": r.dataset, "architecture": r.architecture, "experiment": r.experiment,
-                             "seed": r.seed, "N": n, "ece": float(v),
+                             "arm": r.arm, "seed": r.seed, "N": n, "ece": float(v),
+                             "ece_softmean": float(getattr(r, f"test_ece_softmean_n{n}", np.nan)),
                              "iou": float(getattr(r, f"test_iou_n{n}", np.nan))})
     return pd.DataFrame(rows)
 

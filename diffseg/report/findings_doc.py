@@ -1,7 +1,8 @@
 """``python -m diffseg.report.findings_doc --runs DIR --out docs/findings``: the findings of the paper as a
-Markdown page (tables with seeds and 95 % intervals, verdicts) plus small PNG figures, from the Parquet exports
-of the ``findings``, ``fingerprints``, ``weighting_schedules`` and ``final_noise_levels`` studies in one runs
-folder (a missing study is noted, not invented). Exit 0, or 2 when none of the studies has exports."""
+Markdown page (tables with cases, seeds and 95 % intervals, verdicts) plus small PNG figures, from the Parquet
+exports of the ``calibration_targets``, ``long_training``, ``findings``, ``fingerprints``, ``weighting_schedules``
+and ``final_noise_levels`` studies in one runs folder (a missing study is noted, not invented); ``long_training``
+shows its post-hoc loss over t (``analysis.loss_over_t``). Exit 0, or 2 when none of the studies has exports."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from . import findings
 from .data import NoExports, load_study
 from .sections import build_sections
 
-STUDIES = ("findings", "fingerprints", "weighting_schedules", "final_noise_levels")
+STUDIES = ("calibration_targets", "long_training", "findings", "fingerprints", "weighting_schedules",
+           "final_noise_levels")
 FIGURES = ("training_loss_over_t", "conditioned_vs_unconditioned", "ece_vs_ensemble_size", "fingerprint_")
 
 
@@ -38,13 +40,16 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
         parts.append(f"## {study}\n\nbudget `{m.get('budget')}`, git `{m.get('git_commit')}`, "
                      f"{m.get('trials')} trials ({int(d.ok_trials().shape[0])} ok), hardware {m.get('hardware')}, "
                      f"datasets {', '.join(f'{k} ({v[:12]})' for k, v in sorted(m.get('datasets', {}).items()))}\n")
-        tables = {"(a) training loss over t: segmentation vs generation": findings.loss_shape(d),
+        tables = {"(a) eps-loss over t measured post hoc on kept checkpoints (verdict)":
+                  findings.loss_over_t(runs, study),
+                  "(a) running training loss over t: segmentation vs generation (descriptive)": findings.loss_shape(d),
                   "(b) mask error with the image (E2) vs without (matching E3)": findings.conditioning_gap(d),
                   "(c) fingerprints: training-free vs trained E3" + (
                       " (x0 target; n = architectures x seeds)" if study == "fingerprints" else
                       " (eps target, as E2; n = seeds)"): findings.fingerprint_agreement(d)
                   if (d.ok_trials().experiment == "e3").any() else pd.DataFrame(),
-                  "(d) calibration: feed-forward (E1) vs diffusion (E2)": findings.calibration(d),
+                  "(d) calibration: feed-forward (E1) vs diffusion (E2), vote-fraction ECE, n = test cases":
+                  findings.calibration(d),
                   "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),
                   "(e) arm ranks (by validation; test metrics beside)":
                   findings.arm_ranks(d).drop(columns="runs", errors="ignore")

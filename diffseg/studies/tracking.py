@@ -233,7 +233,7 @@ def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) ->
 
 def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> None:
     """Final metrics; the per-t curves as artifacts (``curves.json`` and ``curves.png`` with t on the axis, not as
-    step metrics) with one scalar per error curve as a metric (``t_half.<kind>.<cond|uncond>``: the t where the
+    step metrics) with one scalar per error curve as a metric (``t_half_of_end.<kind>.<cond|uncond>``: the t where the
     curve first reaches half its value at the last t); per-image metrics; the whole result as JSON
     (``RESULT_ARTIFACT``, what the export reads, logged last); the uncertainty gallery PNG. The seconds this logging
     takes before the result JSON are added to ``result.timing['mlflow_s']``, so the JSON counts them."""
@@ -245,7 +245,7 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     for c in result.curves:
         if c.kind in (MASK_ERROR, IMAGE_ERROR) and c.value and c.value[-1] > 0:
             t = crossing_t(np.asarray(c.t), np.asarray(c.value), 0.5 * c.value[-1])
-            halves[f"t_half.{c.kind}.{'cond' if c.conditioned else 'uncond'}"] = math.nan if t is None else t
+            halves[f"t_half_of_end.{c.kind}.{'cond' if c.conditioned else 'uncond'}"] = math.nan if t is None else t
     log_metrics(client, run_id, halves, step=result.step)
     if result.curves:
         with tempfile.TemporaryDirectory() as tmp:
