@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from diffseg.studies.cli import main as study_main
+from diffseg.studies.models import REGISTERED_FROM_TAG
 from diffseg.studies.reevaluate import main as reevaluate_main
 from diffseg.studies.tracking import default_tracking_uri
 from tests.test_studies import tiny_spec
@@ -33,6 +34,10 @@ def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp
     tagged = {r: client.get_run(r).data.tags.get("diffseg.reevaluated") for r in after.run_id}
     assert tagged[after.loc["ff", "run_id"]] and tagged[after.loc["diff", "run_id"]]
     assert tagged[after.loc["mask_only", "run_id"]] is None  # E3 samples no ensemble: left as it was
+    # the mixed study (E1 + E2 + E3 on one dataset) registered its segmenting winner, not the E3 trial
+    (version,) = client.search_model_versions("name = 'diffseg-reeval-synthetic-blob'")
+    seg = after[after.experiment.isin(["e1", "e2"])]
+    assert version.tags[REGISTERED_FROM_TAG] == seg.run_id[seg.best_val.idxmax()]
 
 
 def test_reevaluate_without_the_study_exits_2(tmp_path, capsys):

@@ -22,8 +22,7 @@ from ..models import REFERENCE_ARCHITECTURES
 from . import build
 from .config import TrialConfig
 from .modes import MODES
-
-SEGMENTING = ("e1", "e2")
+from .result import SEGMENTING
 
 
 class IncompatibleModel(ValueError):
@@ -81,7 +80,7 @@ class Predictor:
         g = torch.Generator(device=self.device).manual_seed(seed)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.bf16):
             members = self.mode.predict(self.model, self.ctx, batch, masks, n, ev, g).float().cpu()
-        mean, std, _ = ensemble_summary(members, dim=1)
+        mean, std, _ = ensemble_summary(members, dim=1, rule=self.mode.probability)
         prob, unc, count = (np.zeros((h, w), np.float64) for _ in range(3))
         for (y, x, bh, bw), m, s in zip(boxes, mean[:, 0].numpy(), std[:, 0].numpy(), strict=True):
             prob[y : y + bh, x : x + bw] += _resize(m, bw, bh)

@@ -51,6 +51,7 @@ class Selection:
 SELECTION = {"e1": Selection("val_iou", "max"), "e2": Selection("val_iou", "max"),
              "e3": Selection("val_x0_error", "min"), "e4": Selection("val_x0_error", "min")}
 BY_METRIC = {s.metric: s for s in SELECTION.values()}  # selection metric -> its Selection
+SEGMENTING = ("e1", "e2")  # experiments that segment images (sample an ensemble of masks, log a model)
 
 # --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
 EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reliability", "conditioning",

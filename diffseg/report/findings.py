@@ -30,7 +30,8 @@ from scipy import stats as sstats
 
 from ..analysis.dip import DIP, NO_DIP, RISE, UNDECIDED, dip_statistics
 from ..experiments import build
-from ..experiments.result import BY_METRIC, MASK_ERROR, TRAIN_LOSS, export_dir
+from ..experiments.result import MASK_ERROR, TRAIN_LOSS, export_dir
+from ..experiments.selection import best_trials, rank_arms
 from ..fingerprint import trained_agreement
 from ..fingerprint.core import fingerprint_masks
 from ..metrics import fmt_ci, mean_ci
@@ -232,21 +233,25 @@ ARM_TEST_METRICS = (("test_iou", "test IoU"), ("test_ece", "test ECE"), ("test_x
 
 
 def arm_ranks(d) -> pd.DataFrame:
-    """Every arm on every dataset, ranked by its mean validation metric (the selection; never by test), with the
-    test metrics as mean and 95 % interval over seeds, and the (seed, MLflow run id) pairs of its trials."""
+    """Every arm on every dataset, ranked by ``selection.RANK_RULE`` (validation, never test), with the test metrics
+    as mean and 95 % interval over seeds, the (seed, MLflow run id) pairs of its trials, and which arm holds the
+    best single trial (``selection.BEST_RULE``: the one the registry registers)."""
     t = d.ok_trials().dropna(subset=["arm", "best_val"])
+    best = best_trials(t).set_index("dataset")
     rows = []
-    for (ds, metric), grp in t.groupby(["dataset", "selection_metric"]):
-        val = grp.groupby("arm").best_val.mean().sort_values(ascending=BY_METRIC[metric].ascending)
-        for rank, (arm, v) in enumerate(val.items(), 1):
-            own = grp[grp.arm == arm].sort_values("seed")
-            row = {"dataset": ds, "arm": arm, "rank (validation)": f"{rank} of {len(val)}",
-                   f"mean {metric}": round(v, 4), "seeds": len(own)}
-            for col, name in ARM_TEST_METRICS:
-                if col in own and own[col].notna().any():
-                    row[name] = fmt_ci(own[col].dropna())
-            row["runs"] = list(zip(own.seed.astype(int), own.run_id, strict=True))
-            rows.append(row)
+    for r in rank_arms(t).itertuples():
+        own = t[(t.dataset == r.dataset) & (t.arm == r.arm) & (t.selection_metric == r.selection_metric)]
+        own = own.sort_values("seed")
+        row = {"dataset": r.dataset, "arm": r.arm, "rank (mean validation)": f"{r.rank} of {r.of}",
+               f"mean {r.selection_metric}": round(r.mean_val, 4), "seeds": r.seeds,
+               "holds the best trial (registered)": bool(r.dataset in best.index and best.loc[r.dataset, "arm"] == r.arm
+                                                         and best.loc[r.dataset, "selection_metric"]
+                                                         == r.selection_metric)}
+        for col, name in ARM_TEST_METRICS:
+            if col in own and own[col].notna().any():
+                row[name] = fmt_ci(own[col].dropna())
+        row["runs"] = list(zip(own.seed.astype(int), own.run_id, strict=True))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

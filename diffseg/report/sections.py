@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..experiments.result import MASK_ERROR, TRAIN_LOSS, status_summary
 from ..fingerprint import prior_error
+from ..experiments.selection import BEST_RULE, RANK_RULE
 from . import findings
 from .data import StudyData
 
@@ -258,15 +259,18 @@ def comparison(d: StudyData) -> Section | None:
     if not ranks.empty:
         tables.append(_table(ranks, d.run_links()))
     text = ("Final test metrics per arm (points: seeds, tick: mean) and validation over training steps. The table "
-            "lists every arm on every dataset, ranked by its mean validation metric (the selection: val_iou for "
-            "E1/E2, val_x0_error for E3/E4; rank 1 is the configuration chosen), with the test metrics as mean "
-            "and 95 % interval over seeds" + (" and a link to each seed's MLflow run." if d.mlflow_url else "."))
+            "lists every arm on every dataset, ranked by its mean validation metric over seeds (val_iou for "
+            "E1/E2, val_x0_error for E3/E4), with the test metrics as mean and 95 % interval over seeds"
+            + (" and a link to each seed's MLflow run" if d.mlflow_url else "") + f". Ranking: {RANK_RULE}; the "
+            f"registered model is the {BEST_RULE}, so it can belong to an arm of rank > 1 (column 'holds the best "
+            "trial').")
     c = d.comparisons
     if not c.empty:
         charts.append(("paired_difference_vs_baseline", _paired_chart(c)))
         tables.append(_table(c.assign(**{"95% CI": c.ci_low.round(4).astype(str) + " to " + c.ci_high.round(4)
                                          .astype(str)})[["dataset", "metric", "arm", "baseline", "n_images",
-                                                         "n_seeds", "diff", "95% CI", "p_holm", "better"]]
+                                                         "n_cases", "n_seeds", "diff", "95% CI", "ci_method",
+                                                         "p_holm", "p_min", "mde", "better"]]
                              .round(4)))
         text += " " + paired_summary(c)
     return Section("comparison", "Arm comparison", text, tables=tables, charts=charts)

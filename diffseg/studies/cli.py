@@ -487,6 +487,10 @@ def _summary(trials, paths: dict[str, Path], spec: StudySpec, elapsed: float, re
     order = trials.assign(_score=-(trials.best_val * sign)).sort_values(["dataset", "_score"], na_position="last")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(order[cols].to_string(index=False))
+    from ..experiments.selection import BEST_RULE, best_trials
+
+    for _, b in best_trials(trials).iterrows():
+        print(f"best on {b.dataset}: {b.arm} seed {b.seed} ({b.selection_metric} {b.best_val:.4f}; {BEST_RULE})")
     for w in summary_warnings(trials):
         print(f"warning: {w}")
     print(f"exports: {paths['trials'].parent}")

@@ -24,8 +24,9 @@ from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
-from ..experiments.predictor import SEGMENTING, Predictor
-from ..experiments.result import BY_METRIC, FINISHED, TrialResult
+from ..experiments.predictor import Predictor
+from ..experiments.result import FINISHED, SEGMENTING, TrialResult
+from ..experiments.selection import best_trials
 from ..io import safe_name
 
 MODEL_NAME = "model"  # the artifact path of the logged model in a trial's run
@@ -85,15 +86,13 @@ def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str 
 
 
 def register_best(tracking_uri: str, study: str, trials: pd.DataFrame) -> list[str]:
-    """Register the best trial per dataset (on its validation metric) that has a logged model as
-    ``diffseg-<study>-<dataset>``; a trial already registered (a resumed study) is not registered again."""
+    """Register the best trial per dataset (``experiments.selection.best_trials``: among the segmenting trials)
+    that has a logged model as ``diffseg-<study>-<dataset>``; a trial already registered (a resumed study) is not
+    registered again."""
     client = MlflowClient(tracking_uri)
     done = []
-    ok = trials[trials.status.isin(FINISHED) & trials.best_val.notna()]
-    for dataset, grp in ok.groupby("dataset"):
-        metric = grp.selection_metric.iloc[0]
-        grp = grp[grp.selection_metric == metric]
-        best = grp.loc[BY_METRIC[metric].best_index(grp.best_val)]
+    for _, best in best_trials(trials).iterrows():
+        dataset, metric = best.dataset, best.selection_metric
         uri = client.get_run(best.run_id).data.tags.get(MODEL_URI_TAG)
         if uri is None:
             continue

@@ -21,13 +21,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ..experiments.config import TrialConfig
-from ..experiments.result import FINISHED, RESULT_ARTIFACT, WEIGHTS_FILE, TrialResult, export_dir
+from ..experiments.result import FINISHED, RESULT_ARTIFACT, SEGMENTING, WEIGHTS_FILE, TrialResult, export_dir
 from ..experiments.train import Trial, load_checkpoint
 from ..io import atomic_write_text
 from . import tracking
 from .export import _all_runs, export_study, find_parent
-
-SEGMENTING = ("e1", "e2")  # experiments whose final evaluation samples an ensemble
 
 
 def latest_checkpoint(out: Path, study: str, trial_name: str) -> Path:

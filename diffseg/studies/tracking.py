@@ -290,17 +290,14 @@ def dataset_source(name: str, data_root: str | None) -> str:
 
 
 def summarise_parent(client: MlflowClient, parent_id: str, trials, export_folder: Path) -> None:
-    """The parent run as a summary: the best validation value per dataset as metrics, a tag naming the best child
-    run per dataset, and the Parquet exports as artifacts."""
-    from ..experiments.result import BY_METRIC, FINISHED
+    """The parent run as a summary: per dataset the best trial (``experiments.selection.best_trials``, the one the
+    registry registers) as a metric and a tag naming its child run, and the Parquet exports as artifacts."""
+    from ..experiments.selection import BEST_RULE, best_trials
 
-    ok = trials[trials.status.isin(FINISHED) & trials.best_val.notna()]
-    metrics, tags = {}, []
-    for dataset, grp in ok.groupby("dataset"):
-        for metric, g in grp.groupby("selection_metric"):
-            best = g.loc[BY_METRIC[metric].best_index(g.best_val)]
-            metrics[f"best.{dataset}.{metric}"] = float(best.best_val)
-            tags.append(RunTag(sanitize(f"best_child.{dataset}.{metric}"), f"{best.run_id} ({best.arm})"))
+    metrics, tags = {}, [RunTag("best_rule", BEST_RULE)]
+    for _, best in best_trials(trials).iterrows():
+        metrics[f"best.{best.dataset}.{best.selection_metric}"] = float(best.best_val)
+        tags.append(RunTag(sanitize(f"best_child.{best.dataset}"), f"{best.run_id} ({best.arm})"))
     log_metrics(client, parent_id, metrics, step=0)
     if tags:
         client.log_batch(parent_id, tags=tags)
