@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.result import MASK_ERROR, TRAIN_LOSS, status_summary
-from ..fingerprint import prior_error
 from ..experiments.selection import BEST_RULE, RANK_RULE
+from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
 
