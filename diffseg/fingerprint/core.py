@@ -94,7 +94,7 @@ def trained_agreement(training_free: list[float], t: list[int], error: list[floa
     """Agreement of the trained E3 curve (x0-MSE at steps ``t``, normalised by 4 pi (1 - pi)) with the training-free
     curve: the t where each crosses 0.05, 0.5 and 0.95 (linear interpolation between the trained points; None =
     not reached by t = T), their absolute differences, and the mean absolute difference of the two normalised
-    curves at the trained steps. No correlation: two monotone curves always correlate."""
+    curves at the trained steps. No correlation: two curves that both rise with t always correlate."""
     tt = np.asarray(t, dtype=int)
     norm = np.asarray(error, dtype=np.float64) / prior_error(prior)
     tf = np.asarray(training_free, dtype=np.float64)

@@ -13,9 +13,17 @@ and its expected squared error given the true label x is the label-conditional M
 
 The curve is the mean over all pixels of e_{x(p)}(A(p) SNR(t)), divided by the prior's error 4 pi (1 - pi):
 0 = every label recoverable, 1 = no better than the prior (the same normalisation the trained E3 curve gets).
-It is monotone in t. Because it averages squared errors (not mutual information per pixel), a sparse set's few
-small objects dominate: their foreground error e_+ starts at 4 (1 - pi)^2, far above the background's 4 pi^2.
-The foreground and background contributions (which sum to the curve) are reported too.
+It is not monotone in general: the foreground part falls with SNR, but for a sparse prior the background part
+e_-(s) first rises with s (the estimate moves off the prior's confident "background" as the observation starts to
+count) before it falls, so the curve can exceed 1 (the IHC positive-cell set reaches 1.08). Because it averages
+squared errors (not mutual information per pixel), a sparse set's few small objects dominate: their foreground
+error e_+ starts at 4 (1 - pi)^2, far above the background's 4 pi^2. The foreground and background contributions
+(which sum to the curve) are reported too.
+
+What it is: a label-conditional proxy of a mask-only denoiser's error, with an oracle pooling region (the disc
+inside the pixel's own label region, which a real denoiser does not know) and one prior for every pixel (no
+spatial prior such as "lesions are central"). It is neither a lower nor an upper bound on the trained E3 error:
+the oracle region makes it optimistic, the missing spatial prior pessimistic.
 
 Cost: one 2-D Euclidean distance transform per mask (scipy), the exact clipped-disc area only for pixels whose
 disc crosses the image border, a histogram of log A per label, and a table look-up per histogram bin.
