@@ -17,7 +17,8 @@ states the rule it applies. Nothing here is tuned: the rules are fixed in the do
 - (d) ``calibration``: E1 vs each E2 arm (target), vote-fraction ECE (mean of per-image 10-bin ECE), IoU and the
   members' diagnostics, and the paired difference E2 - E1 at the level of independent cases (``metrics.cases``:
   patches within a tile and seeds within a case are averaged first). Rule: "E2 lowers ECE" when the upper bound
-  of the case-level interval of ECE(E2) - ECE(E1) is below 0, "raises" when the lower bound is above 0.
+  of the case-level interval of ECE(E2) - ECE(E1) is below 0, "raises" when the lower bound is above 0; no verdict
+  when n cases cannot reach p < 0.05 (n < 6).
 - (e) ``arm_ranks``: each arm's rank per dataset by the mean validation metric over seeds (1 = best), with the
   test metrics (mean and 95 % interval over seeds) beside it.
 """
@@ -201,8 +202,9 @@ def calibration(d) -> pd.DataFrame:
                 row["IoU E2 - E1 (cases)"] = fmt_cases(summarise_cases(paired_case_differences(e2, e1, "iou")))
                 row.update({"n cases": diff["n_cases"], "p (Wilcoxon)": f"{diff['p']:.2g}",
                             "smallest p at n": f"{diff['p_min']:.2g}", "detectable ECE effect": round(diff["mde"], 4)})
-                row["verdict"] = ("E2 lowers ECE" if diff["high"] < 0 else "E2 raises ECE" if diff["low"] > 0
-                                  else "no clear difference") if diff["n_cases"] > 1 else "one case: no verdict"
+                row["verdict"] = (f"too few cases to decide (n={diff['n_cases']}: p >= {diff['p_min']:.2g})"
+                                  if not diff["p_min"] < 0.05 else "E2 lowers ECE" if diff["high"] < 0 else
+                                  "E2 raises ECE" if diff["low"] > 0 else "no clear difference")
             ens = t[(t.dataset == ds) & (t.arm == arm)]
             if "cfg.eval.ensemble" in ens and len(ens):
                 row["E2 members N"] = int(ens["cfg.eval.ensemble"].max())
