@@ -58,10 +58,23 @@ class Registry(Mapping[str, F], Generic[F]):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._entries)})"
 
-    def build(self, name: str, *args: Any, **params: Any) -> Any:
+    def check(self, name: str, *args: Any, **params: Any) -> F:
+        """The factory of ``name`` after checking that it accepts these arguments: an unknown parameter is named
+        with the closest accepted one (``{gama: 5}`` -> "did you mean 'gamma'?")."""
         factory = self[name]
+        sig = inspect.signature(factory)
+        accepted = [n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            accepted_kw = accepted[len(args):]
+            for key in params:
+                if key not in accepted_kw:
+                    raise ValueError(f"bad parameters for {self.kind} {name!r}: unknown parameter {key!r}; "
+                                     f"{suggest(key, accepted_kw) if accepted_kw else 'it takes no parameters'}")
         try:
-            inspect.signature(factory).bind(*args, **params)
+            sig.bind(*args, **params)
         except TypeError as exc:
             raise ValueError(f"bad parameters for {self.kind} {name!r}: {exc}") from None
-        return factory(*args, **params)
+        return factory
+
+    def build(self, name: str, *args: Any, **params: Any) -> Any:
+        return self.check(name, *args, **params)(*args, **params)

@@ -326,3 +326,21 @@ def test_summary_warns_on_one_seed_and_on_validation_test_disagreement():
     assert any(s.startswith("a: validation picks 'x', test would pick 'y'") for s in w)
     assert not any(s.startswith("b:") for s in w)
     assert summary_warnings(t.assign(seed=[0, 1, 0, 1]).drop(columns="test_iou")) == []
+
+
+@pytest.mark.parametrize("arm, message", [
+    ("{label: ms, diffusion.weighting: min_snr, diffusion.weighting_params: {gama: 5}}",
+     r"arm 'ms'.*diffusion.weighting_params.*unknown parameter 'gama'; did you mean 'gamma'"),
+    ("{label: sch, diffusion.schedule: cosine, diffusion.schedule_params: {sss: 1}}",
+     r"arm 'sch'.*diffusion.schedule_params.*unknown parameter 'sss'"),
+    ("{label: ts, diffusion.timestep_sampler: uniform, diffusion.timestep_sampler_params: {x: 1}}",
+     r"arm 'ts'.*diffusion.timestep_sampler_params.*'x'; it takes no parameters"),
+])
+def test_unknown_registry_parameters_are_refused_before_ray(tmp_path, capsys, arm, message):
+    """Validation checks every point's weighting, schedule and sampler parameters (not only their types)."""
+    import re
+
+    spec = tiny_spec(tmp_path / "typo.yaml", f"\n    - {arm}")
+    assert study_main(["--study", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from ..diffusion import SAMPLERS, SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from ..diffusion.schedules import MODIFIERS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
 from ..registry import suggest
 
@@ -203,6 +204,16 @@ def _validate(c: TrialConfig) -> None:
     _choice(d.timestep_sampler, TIMESTEP_SAMPLERS, "diffusion.timestep_sampler")
     _choice(c.eval.sampler, SAMPLERS, "eval.sampler")
     _choice(c.eval.spacing, SPACINGS, "eval.spacing")
+    for where, registry, name, args, params in (
+            ("diffusion.weighting_params", WEIGHTINGS, d.weighting, (), d.weighting_params),
+            ("diffusion.schedule_params", SCHEDULES, d.schedule, (d.T,),
+             {k: v for k, v in d.schedule_params.items() if k not in MODIFIERS}),
+            ("diffusion.timestep_sampler_params", TIMESTEP_SAMPLERS, d.timestep_sampler, (d.T,),
+             d.timestep_sampler_params)):
+        try:
+            registry.check(name, *args, **params)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     if d.zero_terminal_snr and d.target == "eps" and c.experiment != "e1":
         raise ValueError("diffusion.target='eps' is degenerate with zero_terminal_snr (x0 = (x_t - s eps)/a, a = 0; "
                          "Lin et al. 2023): use target 'v' or 'x0'")
