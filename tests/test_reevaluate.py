@@ -17,9 +17,11 @@ ARMS = """
     - {label: mask_only, experiment: e3}"""
 
 
-def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp_path, ray_session):
+def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp_path, ray_session, capsys):
     out = tmp_path / "runs"
-    assert study_main(["--study", str(tiny_spec(tmp_path / "reeval.yaml", ARMS)), "--out", str(out)]) == 0
+    spec = tiny_spec(tmp_path / "reeval.yaml", ARMS)
+    assert study_main(["--study", str(spec), "--out", str(out)]) == 0
+    assert (out / "ray" / "reeval" / "plan.json").exists()
     trials = out / "exports" / "reeval" / "trials.parquet"
     before = pd.read_parquet(trials).set_index("arm")
     images = out / "exports" / "reeval" / "images.parquet"
@@ -38,6 +40,14 @@ def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp
     (version,) = client.search_model_versions("name = 'diffseg-reeval-synthetic-blob'")
     seg = after[after.experiment.isin(["e1", "e2"])]
     assert version.tags[REGISTERED_FROM_TAG] == seg.run_id[seg.best_val.idxmax()]
+
+
+    # the plan is a stage: --resume with an edited study file is refused, naming what changed
+    spec.write_text(spec.read_text().replace("{label: diff, diffusion.weighting: uniform}",
+                                             "{label: diff, diffusion.weighting: min_snr}"))
+    assert study_main(["--study", str(spec), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume refused" in err and "study file" in err and "diffusion.weighting" in err, err
 
 
 def test_reevaluate_without_the_study_exits_2(tmp_path, capsys):

@@ -20,7 +20,7 @@ from ..experiments.config import TrialConfig
 from ..experiments.result import BY_METRIC, FINISHED, SELECTION, export_dir, status_summary
 from ..io import Busy, atomic_write_text, owner_lock, safe_name
 from ..registry import suggest
-from .plan import TrialPoint, build_plan, describe_plan
+from .plan import TrialPoint, build_plan, describe_plan, resume_conflict, save_plan
 from .spec import SpecError, StudySpec, list_studies, load_spec
 
 STATE_FILE = "diffseg_study.json"
@@ -235,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"nothing to resume: {state_path} does not exist{held} (run without --resume first)")
         state = json.loads(state_path.read_text())
         tracking_uri = tracking_uri or state.get("tracking_uri")  # None: the folder's own store
+        conflict = resume_conflict(state_path.parent, spec.path, plan)
+        if conflict:
+            return fail(conflict)
     tracking_uri = tracking_uri or tracking.default_tracking_uri(out)
     unreachable = tracking.probe(tracking_uri)
     if unreachable:
@@ -287,6 +290,8 @@ def execute(spec: StudySpec, args, out: Path, plan: list[TrialPoint], num_sample
     recorded_uri = None if tracking.own_store(tracking_uri, out) else tracking_uri  # relocatable folder
     atomic_write_text(state_path, json.dumps({"parent_run_id": parent, "tracking_uri": recorded_uri,
                                               "budget": args.budget, "experiment_id": exp_id}))
+    if not args.resume:
+        save_plan(state_path.parent, spec.path, plan)
     phases["tracking_setup_s"] = time.monotonic() - t  # a new local store creates its schema here
     print(f"study {spec.name}: {len(plan) * num_samples} trials, MLflow {tracking_uri} (parent run {parent})",
           flush=True)

@@ -83,3 +83,61 @@ def describe_plan(points: list[TrialPoint]) -> str:
         lines.append(f"{i:3d}  {p.label[:34]:34s} {p.dataset[:22]:22s} {p.seed:4d}  {c.get('experiment', ''):10s}  "
                      f"{c.get('train.steps', ''):5}  {c.get('data.resolution', '')}")
     return "\n".join(lines)
+
+
+PLAN_FILE = "plan.json"  # beside the study's Ray state: the plan and the study file's hash, for --resume
+_LOCATION_KEYS = ("data.cache_dir", "data.data_root", "output_dir")  # where, not what: a folder may move
+
+
+def study_file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_plan(folder: Path, study_file: Path, points: list[TrialPoint]) -> Path:
+    """Write the plan with the study file's hash (``folder/PLAN_FILE``), atomically."""
+    import json
+
+    from ..io import atomic_write_text
+
+    path = Path(folder) / PLAN_FILE
+    atomic_write_text(path, json.dumps({"study_file": str(study_file), "study_sha256": study_file_hash(study_file),
+                                        "points": [p.to_dict() for p in points]}, indent=1))
+    return path
+
+
+def _what(p: dict[str, Any]) -> tuple:
+    return (p["label"], p["dataset"], p["seed"],
+            tuple(sorted((k, repr(v)) for k, v in p["config"].items() if k not in _LOCATION_KEYS)))
+
+
+def resume_conflict(folder: Path, study_file: Path, points: list[TrialPoint]) -> str | None:
+    """Why ``--resume`` must not continue with this study file and plan (None: it may). A folder written before
+    plans were saved has nothing to compare with and may continue."""
+    import json
+
+    path = Path(folder) / PLAN_FILE
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    old = {(p["label"], p["dataset"], p["seed"]): _what(p) for p in saved["points"]}
+    new = {(p.label, p.dataset, p.seed): _what(p.to_dict()) for p in points}
+    problems = []
+    if study_file_hash(study_file) != saved["study_sha256"]:
+        problems.append(f"the study file {study_file} changed since the study started (sha256 "
+                        f"{saved['study_sha256'][:12]} then, {study_file_hash(study_file)[:12]} now)")
+    gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+    changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+    for words, keys in (("no longer planned", gone), ("new", added), ("with a changed config", changed)):
+        if keys:
+            shown = ", ".join(f"{a}/{d}/s{s}" for a, d, s in keys[:5]) + (" ..." if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} trial(s) {words}: {shown}")
+    for k in changed[:1]:
+        before, after = dict(old[k][3]), dict(new[k][3])
+        diff = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+        problems.append(f"e.g. {k[0]}/{k[1]}/s{k[2]} differs in {diff}")
+    if not problems:
+        return None
+    return ("--resume refused: " + "; ".join(problems) + f" (the saved plan is {path}); restore the study file or "
+            "start a new study in another --out")
