@@ -44,7 +44,7 @@ MONOTONE_RHO, CLOSE_GAP, E3_FLOOR = -0.9, 0.1, 0.05
 def _curves(d, kind: str, experiments: tuple[str, ...]) -> pd.DataFrame:
     t = d.ok_trials()
     c = d.curves[d.curves.kind == kind].merge(
-        t[["trial_id", "dataset", "experiment", "architecture", "seed"]], on="trial_id")
+        t[["trial_id", "dataset", "experiment", "architecture", "seed", "arm"]], on="trial_id")
     return c[c.experiment.isin(experiments)]
 
 
@@ -52,7 +52,7 @@ def loss_shape(d) -> pd.DataFrame:
     """The dip statistics (``analysis.dip``) of the running training-loss curve per seed, and Spearman rho; the
     rule over seeds (lower bounds of depth > 0 and rise >= 1.5: dip; upper bound of either below: no dip)."""
     rows = []
-    for (ds, exp), grp in _curves(d, TRAIN_LOSS, ("e2", "e4")).groupby(["dataset", "experiment"]):
+    for (ds, exp, arm), grp in _curves(d, TRAIN_LOSS, ("e2", "e4")).groupby(["dataset", "experiment", "arm"]):
         per = []
         for _, tr in grp.groupby("trial_id"):
             tr = tr.sort_values("t")
@@ -69,7 +69,7 @@ def loss_shape(d) -> pd.DataFrame:
         verdict = ("one seed: no verdict" if n < 2 else DIP if d_lo > 0 and r_lo >= RISE else
                    NO_DIP if d_hi <= 0 or r_hi < RISE else UNDECIDED)
         task = "segmentation (E2)" if exp == "e2" else "image generation (E4)"
-        rows.append({"dataset": ds, "task": task, "spearman rho(t, loss)": fmt_ci(p.rho, 2),
+        rows.append({"dataset": ds, "task": task, "arm": arm, "spearman rho(t, loss)": fmt_ci(p.rho, 2),
                      "dip depth L(0) - min[2, 50)": fmt_ci(p.depth, 4), "rise max[50, 250] / min": fmt_ci(p.rise, 2),
                      "verdict (running loss, over seeds)": verdict})
     return pd.DataFrame(rows)
@@ -273,10 +273,10 @@ def training_free_baseline(d) -> pd.DataFrame:
         idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
         idx = spread_subset(idx, data.case_ids, cfg.eval.test_max_images, cfg.data.split_seed)
         base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))
-        for (arch, exp), trials in grp.groupby(["architecture", "experiment"]):
+        for (arch, exp, arm), trials in grp.groupby(["architecture", "experiment", "arm"]):
             _, lo, _, n = mean_ci(trials.test_iou)
             rows.append({"dataset": ds, "test images": len(idx), "blur + Otsu IoU": round(base, 3),
-                         "model": f"{arch} {exp.upper()}", "model IoU": fmt_ci(trials.test_iou),
+                         "model": f"{arch} {exp.upper()} ({arm})", "model IoU": fmt_ci(trials.test_iou),
                          "beats the baseline": ("yes (lower 95 % bound above it)" if n > 1 and lo > base else
                                                 "no" if n > 1 else "one seed: no verdict")})
     return pd.DataFrame(rows)
@@ -293,10 +293,13 @@ def fingerprint_order(agreement: pd.DataFrame) -> str:
         except ValueError:
             return np.nan
 
-    tf = agreement.sort_values("t_half training-free")
+    tf = agreement.sort_values("t_half training-free (train+val)")
     line = "t_half order, training-free: " + " < ".join(
-        f"{ds} ({t})" for ds, t in zip(tf.dataset, tf["t_half training-free"], strict=True))
-    tr = agreement.assign(m=agreement["t_half trained E3"].map(mean_of)).dropna(subset=["m"]).sort_values("m")
+        f"{ds} ({t})" for ds, t in zip(tf.dataset, tf["t_half training-free (train+val)"], strict=True))
+    if "t_half trained E3 (test masks)" not in agreement:
+        return line + "."
+    tr = agreement.assign(m=agreement["t_half trained E3 (test masks)"].map(mean_of)).dropna(subset=["m"])
+    tr = tr.sort_values("m")
     if not tr.empty:
         line += "; trained E3: " + " < ".join(f"{r.dataset} ({r.m:.0f})" for r in tr.itertuples())
     return line + "."

@@ -44,9 +44,8 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                   findings.loss_over_t(runs, study),
                   "(a) running training loss over t: segmentation vs generation (descriptive)": findings.loss_shape(d),
                   "(b) mask error with the image (E2) vs without (matching E3)": findings.conditioning_gap(d),
-                  "(c) fingerprints: training-free vs trained E3" + (
-                      " (x0 target; n = architectures x seeds)" if study == "fingerprints" else
-                      " (eps target, as E2; n = seeds)"): findings.fingerprint_agreement(d)
+                  "(c) fingerprints: training-free vs trained E3 on the same test masks (n = E3 trials)":
+                  findings.fingerprint_agreement(d)
                   if (d.ok_trials().experiment == "e3").any() else pd.DataFrame(),
                   "(d) calibration: feed-forward (E1) vs diffusion (E2), vote-fraction ECE, n = test cases":
                   findings.calibration(d),

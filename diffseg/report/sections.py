@@ -221,10 +221,13 @@ def conditioning_and_loss(d: StudyData) -> Section | None:
     return Section("conditioning", "Conditioning and training loss over t (Fig. 3)",
                    "Left: mask error over t of each E2 model (with the image) and of its matching E3 model (same "
                    "dataset, architecture, schedule, T, resolution and seed, trained without the image), mean over "
-                   "seeds; the table gives their gap over t < 400 and t >= 400 in units of the prior's error. "
+                   "seeds; the table gives their relative gap (E3 - E2) / E3 where E3 > 0.05, below the dataset's "
+                   "t_half, and the t where they part relative to t_half. "
                    "Right: the eps-space training loss binned by t on log-spaced bins (dense near t = 0), "
                    "accumulated over the part of training set by train.loss_curve_from (0.75: the last quarter, "
-                   "as the paper), each curve divided by its mean; the table gives its shape per seed.",
+                   "as the paper), each curve divided by its mean; the table gives the dip statistics per seed "
+                   "(descriptive: the verdict of finding (a) comes from the post-hoc loss over t on kept "
+                   "checkpoints, python -m diffseg.analysis.loss_over_t).",
                    tables=tables, charts=charts)
 
 
@@ -320,7 +323,7 @@ def calibration(d: StudyData) -> Section | None:
     tables = []
     en = findings.ece_vs_n(d)
     if not en.empty and en.N.nunique() > 1:
-        en = en.assign(model=en.architecture + " " + en.experiment.str.upper())
+        en = en.assign(model=en.architecture + " " + en.experiment.str.upper() + " " + en.arm.astype(str))
         m = en.groupby(["dataset", "model", "N"], as_index=False)[["ece", "iou"]].mean()
         charts.append(("ece_vs_ensemble_size", alt.Chart(m).mark_line(point=True).encode(
             x=alt.X("N:Q", title="ensemble members N", scale=alt.Scale(type="log")),
@@ -330,9 +333,12 @@ def calibration(d: StudyData) -> Section | None:
     if not cal.empty:
         tables.append(_table(cal))
     return Section("calibration", "Calibration and uncertainty",
-                   "E1 vs E2 test IoU and ECE per architecture and dataset (mean, 95 % interval over seeds, paired "
-                   "difference); ECE against the ensemble size N (the mean of N near-binary members takes about "
-                   "N + 1 values, so ECE depends on N); reliability diagrams of the pooled test pixels per arm (10 "
+                   "E1 vs each E2 arm: test IoU and vote-fraction ECE per architecture and dataset (mean and 95 % "
+                   "bootstrap interval over independent test cases, seeds nested within cases; paired difference "
+                   "E2 - E1 with n of cases, the smallest reachable p and the smallest detectable effect), the "
+                   "grey-level mean's ECE and the members' error, binariness and probability on the background "
+                   "beside it; ECE against the ensemble size N (the vote fraction of N members takes N + 1 values, "
+                   "so ECE depends on N); reliability diagrams of the pooled test pixels per arm (10 "
                    "equal-width bins; the diagonal is perfect calibration) and uncertainty galleries (the first "
                    "test images of each arm's lowest seed; columns: image, ground truth, mean foreground "
                    "probability, 2 x std over members" + (f"; {len(images)} of {len(galleries)} shown, one per "
