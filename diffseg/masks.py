@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from .experiments.kinds import SOFT, VOTE
+
 Tensor = torch.Tensor
-VOTE, SOFT = "vote", "soft"
 RULES = (VOTE, SOFT)
 
 

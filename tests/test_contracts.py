@@ -112,3 +112,25 @@ def test_architecture_contract(name):
         assert torch.equal(out, model(x, t, c)), "deterministic in eval mode"
     if name not in REFERENCE_ARCHITECTURES:  # diffusion models also denoise images (E4: data = 3 channels)
         assert build_model(cfg, 3, 3, 32, 1000)(torch.randn(1, 3, 32, 32), t[:1], c[:1]).shape == (1, 3, 32, 32)
+
+
+def test_every_mode_follows_its_experiment_record():
+    """One record per experiment kind (``experiments.kinds``); the training modes behave as their record says."""
+    import torch
+
+    from diffseg.experiments.kinds import BY_METRIC, EXPERIMENTS, SEGMENTING, SELECTION
+    from diffseg.experiments.modes import MODES
+    from diffseg.experiments.result import CURVE_KINDS
+    from diffseg.masks import RULES
+
+    assert list(MODES) == list(EXPERIMENTS)
+    images, masks = torch.randn(2, 3, 8, 8), torch.ones(2, 1, 8, 8)
+    for name, kind in EXPERIMENTS.items():
+        mode = MODES[name]
+        assert mode.name == kind.name == name and mode.kind is kind
+        x0, cond = mode.split_batch(images, masks)
+        assert (x0.shape[1] == 3) == (kind.predicts == "image"), name  # what it predicts
+        assert torch.equal(cond, images) == kind.conditioned, name  # what conditions it
+        assert (kind.curve in CURVE_KINDS) == kind.diffusion, name
+        assert kind.probability in RULES and SELECTION[name] is kind.selection
+        assert (name in SEGMENTING) == kind.segments and BY_METRIC[kind.selection.metric] == kind.selection

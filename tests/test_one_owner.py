@@ -8,7 +8,8 @@ import torch
 
 from diffseg.data import load_dataset
 from diffseg.experiments import TrialConfig, build, train_trial
-from diffseg.experiments.result import SELECTION, TrialResult
+from diffseg.experiments.kinds import SELECTION
+from diffseg.experiments.result import TrialResult
 from diffseg.studies import cli
 from diffseg.studies.spec import load_spec
 

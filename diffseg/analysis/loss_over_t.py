@@ -35,6 +35,7 @@ from ..diffusion.loss import eps_space_mse
 from ..diffusion.targets import make_target
 from ..experiments import build
 from ..experiments.config import TrialConfig
+from ..experiments.kinds import EXPERIMENTS
 from ..experiments.modes import MODES
 from ..experiments.result import EMA_CHECKPOINTS, export_dir
 from ..experiments.train import load_checkpoint
@@ -105,7 +106,7 @@ def analyse_trial(folder: Path, images: int = 32, draws: int = 16, seed: int = 0
     x0, _ = mode.split_batch(x_img, x_mask)
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((draws, *x0.shape), generator=g)  # the same noise for every checkpoint
-    optimal = optimal_eps_curve(cfg, ds) if cfg.experiment != "e4" else None
+    optimal = optimal_eps_curve(cfg, ds) if EXPERIMENTS[cfg.experiment].predicts == "mask" else None
     model = build.model(cfg, x_img.shape[1])
     for path in files:
         state = load_checkpoint(path)

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..budgets import BUDGETS
 from ..experiments import TrialConfig, build
+from ..experiments.kinds import FEED_FORWARD, SEGMENTATION
 from ..experiments.modes import MODES
 from ..experiments.train import _ema
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, count_params
@@ -82,7 +83,7 @@ def theoretical_peak() -> dict[str, object]:
 def _trial_cfg(budget: str, arch: str) -> TrialConfig:
     overlay = {k: v for k, v in BUDGETS[budget].items() if k.startswith(("model.", "data.", "train.", "diffusion."))}
     return TrialConfig.from_dict({**overlay, "model.architecture": arch,
-                                  "experiment": "e1" if arch in REFERENCE_ARCHITECTURES else "e2"})
+                                  "experiment": FEED_FORWARD if arch in REFERENCE_ARCHITECTURES else SEGMENTATION})
 
 
 def bench_model(cfg: TrialConfig, steps: int = 3) -> dict:

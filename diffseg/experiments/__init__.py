@@ -1,6 +1,16 @@
-"""Experiment modes E1-E4 and the trial function ``train_trial(config, report=None) -> dict``."""
+"""Experiment kinds E1-E4 (``kinds``, torch-free) and the trial function ``train_trial(config, ...) -> TrialResult``.
 
-from .config import EXPERIMENTS, TrialConfig, replace
-from .train import Trial, train_trial
+The names below load on first use (PEP 562), so that ``diffseg.experiments.kinds`` and ``.result`` stay
+importable without torch."""
 
-__all__ = ["EXPERIMENTS", "Trial", "TrialConfig", "replace", "train_trial"]
+from importlib import import_module
+
+_LAZY = {"EXPERIMENTS": ".kinds", "TrialConfig": ".config", "replace": ".config", "Trial": ".train",
+         "train_trial": ".train"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,7 @@ from ..diffusion.loss import loss_weight_table
 from ..diffusion.schedules import MODIFIERS
 from ..models import build_model
 from .config import TrialConfig
+from .kinds import SEGMENTATION
 from .modes import MODES, DiffusionContext
 
 TERMINAL_MODIFIERS = ("logsnr_end", "zero_terminal_snr")
@@ -53,7 +54,7 @@ def diffusion_context(cfg: TrialConfig, sched: Schedule | None = None) -> Diffus
     weighting = make_weighting(dc.weighting, **dc.weighting_params)
     return DiffusionContext(sched, loss_weight_table(weighting, sched, dc.target),
                             make_timestep_sampler(dc.timestep_sampler, dc.T, **dc.timestep_sampler_params), dc.target,
-                            cfg.train.cond_dropout if cfg.experiment == "e2" else 0.0)
+                            cfg.train.cond_dropout if cfg.experiment == SEGMENTATION else 0.0)
 
 
 def model(cfg: TrialConfig, image_channels: int = 3) -> torch.nn.Module:

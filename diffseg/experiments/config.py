@@ -15,13 +15,7 @@ from ..diffusion import SAMPLERS, SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLER
 from ..diffusion.schedules import MODIFIERS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
 from ..registry import suggest
-
-EXPERIMENTS = {
-    "e1": "feed-forward training (Dice + BCE), noisy-mask input replaced by fresh noise",
-    "e2": "diffusion segmentation conditioned on the image",
-    "e3": "mask prediction from the noisy mask alone (image nulled): the dataset fingerprint",
-    "e4": "unconditional image generation (eps prediction on the images)",
-}
+from .kinds import EXPERIMENTS, FEED_FORWARD, SEGMENTATION
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    experiment: str = "e2"
+    experiment: str = SEGMENTATION
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -195,7 +189,8 @@ def _choice(value, allowed, where):
 def _validate(c: TrialConfig) -> None:
     _choice(c.experiment, EXPERIMENTS, "experiment")
     _choice(c.model.architecture, ARCHITECTURES, "model.architecture")
-    if c.model.architecture in REFERENCE_ARCHITECTURES and c.experiment != "e1":
+    kind = EXPERIMENTS[c.experiment]
+    if c.model.architecture in REFERENCE_ARCHITECTURES and c.experiment != FEED_FORWARD:
         raise ValueError(f"model.architecture={c.model.architecture!r} is a feed-forward reference: experiment e1 only")
     d = c.diffusion
     _choice(d.schedule, SCHEDULES, "diffusion.schedule")
@@ -214,7 +209,7 @@ def _validate(c: TrialConfig) -> None:
             registry.check(name, *args, **params)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-    if d.zero_terminal_snr and d.target == "eps" and c.experiment != "e1":
+    if d.zero_terminal_snr and d.target == "eps" and kind.diffusion:
         raise ValueError("diffusion.target='eps' is degenerate with zero_terminal_snr (x0 = (x_t - s eps)/a, a = 0; "
                          "Lin et al. 2023): use target 'v' or 'x0'")
     positive = {"train.steps": c.train.steps, "train.batch_size": c.train.batch_size, "train.lr": c.train.lr,
@@ -229,8 +224,8 @@ def _validate(c: TrialConfig) -> None:
         raise ValueError(f"eval steps ({c.eval.steps}, {c.eval.val_steps}) must not exceed diffusion.T={d.T}")
     if not 0 <= c.train.cond_dropout < 1:
         raise ValueError(f"train.cond_dropout must be in [0, 1), got {c.train.cond_dropout}")
-    if c.train.cond_dropout > 0 and c.experiment != "e2":
-        raise ValueError(f"train.cond_dropout applies to e2 only (experiment {c.experiment})")
+    if c.train.cond_dropout > 0 and not (kind.diffusion and kind.conditioned):
+        raise ValueError(f"train.cond_dropout applies to {SEGMENTATION} only (experiment {c.experiment})")
     if c.data.retrain and c.train.patience is not None:
         raise ValueError("data.retrain trains on the validation split: early stopping (train.patience) on it is not "
                          "allowed; set train.steps to the best step of the matching non-retrain run")

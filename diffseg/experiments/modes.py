@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..diffusion import SAMPLERS, Schedule, TimestepSampler, make_target, q_sample
 from ..diffusion.loss import eps_space_mse, weighted_loss
 from ..diffusion.targets import to_x0
-from ..masks import SOFT, VOTE
+from .kinds import EXPERIMENTS, FEED_FORWARD, GENERATION, MASK_ONLY, SEGMENTATION, Experiment
 
 Tensor = torch.Tensor
 
@@ -61,10 +61,26 @@ class StepOutput:
 
 
 class Mode:
+    """The behaviour of one experiment kind; what the kind is (diffusion, conditioned, its probability rule, ...)
+    is read from its ``kinds.Experiment`` record, never restated here."""
+
     name = ""
-    diffusion = True
-    conditioned = True  # does the image condition the model?
-    probability = VOTE  # how an ensemble of this mode's members makes p(foreground) (``diffseg.masks``)
+
+    @property
+    def kind(self) -> Experiment:
+        return EXPERIMENTS[self.name]
+
+    @property
+    def diffusion(self) -> bool:
+        return self.kind.diffusion
+
+    @property
+    def conditioned(self) -> bool:  # does the image condition the model?
+        return self.kind.conditioned
+
+    @property
+    def probability(self) -> str:  # how an ensemble of this mode's members makes p(foreground) (``diffseg.masks``)
+        return self.kind.probability
 
     def data_channels(self, image_ch: int) -> int:
         return 1
@@ -117,9 +133,7 @@ class Mode:
 
 
 class FeedForward(Mode):
-    name = "e1"
-    diffusion = False
-    probability = SOFT  # members are sigmoid probabilities, not sampled masks
+    name = FEED_FORWARD
 
     def _noise_input(self, masks, g):
         return torch.randn(masks.shape, generator=g, device=g.device).to(masks.device)
@@ -141,17 +155,15 @@ class FeedForward(Mode):
 
 
 class DiffusionSegmentation(Mode):
-    name = "e2"
+    name = SEGMENTATION
 
 
 class MaskPrediction(Mode):
-    name = "e3"
-    conditioned = False
+    name = MASK_ONLY
 
 
 class ImageGeneration(Mode):
-    name = "e4"
-    conditioned = False
+    name = GENERATION
 
     def data_channels(self, image_ch: int) -> int:
         return image_ch
@@ -160,4 +172,4 @@ class ImageGeneration(Mode):
         return images, null_condition(images)
 
 
-MODES = {"e1": FeedForward(), "e2": DiffusionSegmentation(), "e3": MaskPrediction(), "e4": ImageGeneration()}
+MODES = {m.name: m for m in (FeedForward(), DiffusionSegmentation(), MaskPrediction(), ImageGeneration())}

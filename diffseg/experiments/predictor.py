@@ -21,8 +21,8 @@ from ..masks import ensemble_summary
 from ..models import REFERENCE_ARCHITECTURES
 from . import build
 from .config import TrialConfig
+from .kinds import FEED_FORWARD, SEGMENTING
 from .modes import MODES
-from .result import SEGMENTING
 
 
 class IncompatibleModel(ValueError):
@@ -71,7 +71,7 @@ class Predictor:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         ev = self.cfg.eval
         ev = dataclasses.replace(ev, steps=steps or ev.steps, sampler=sampler or ev.sampler)
-        n = 1 if self.cfg.experiment == "e1" and self.cfg.model.architecture in REFERENCE_ARCHITECTURES \
+        n = 1 if self.cfg.experiment == FEED_FORWARD and self.cfg.model.architecture in REFERENCE_ARCHITECTURES \
             else (ensemble or ev.ensemble)
         h, w = image.shape[:2]
         boxes = patch_boxes(h, w, self.patch)

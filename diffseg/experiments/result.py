@@ -28,31 +28,6 @@ BEST_VAL = "best_val"  # the EMA weights of the best validation
 FINAL_EMA = "final_ema"  # the last EMA weights (data.retrain: validation was trained on)
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The validation metric a trial is selected on, and whether larger is better."""
-
-    metric: str
-    mode: str  # "max" | "min"
-
-    def better(self, value: float, best: float | None) -> bool:
-        return best is None or (value > best if self.mode == "max" else value < best)
-
-    @property
-    def ascending(self) -> bool:
-        """Sort order that puts the best first."""
-        return self.mode == "min"
-
-    def best_index(self, values):
-        """The index label of the best value of a pandas Series."""
-        return values.idxmin() if self.mode == "min" else values.idxmax()
-
-
-SELECTION = {"e1": Selection("val_iou", "max"), "e2": Selection("val_iou", "max"),
-             "e3": Selection("val_x0_error", "min"), "e4": Selection("val_x0_error", "min")}
-BY_METRIC = {s.metric: s for s in SELECTION.values()}  # selection metric -> its Selection
-SEGMENTING = ("e1", "e2")  # experiments that segment images (sample an ensemble of masks, log a model)
-
 # --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
 EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reliability", "conditioning",
                  "comparisons")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .result import BY_METRIC, FINISHED, SEGMENTING
+from .kinds import BY_METRIC, SEGMENTING
+from .result import FINISHED
 
 BEST_RULE = ("best single trial per dataset by validation, among the segmenting experiments (E1/E2) where the "
              "dataset has any")

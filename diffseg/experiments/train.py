@@ -47,17 +47,15 @@ from ..models import REFERENCE_ARCHITECTURES, count_params
 from . import build
 from .config import TrialConfig
 from .evaluate import per_image_metrics, reliability, save_gallery, summarise
+from .kinds import EXPERIMENTS, SELECTION
 from .modes import MODES, Mode
 from .result import (
     BEST_VAL,
     EARLY_STOPPED,
     EMA_CHECKPOINTS,
     FINAL_EMA,
-    IMAGE_ERROR,
-    MASK_ERROR,
     NAN_LOSS,
     OK,
-    SELECTION,
     TRAIN_LOSS,
     TRAIN_LOSS_WEIGHTED,
     WEIGHTS_FILE,
@@ -135,6 +133,7 @@ class Trial:
         self.resume_from = Path(resume_from) if resume_from else None
         self.checkpoint_dir = self.resume_from  # the latest checkpoint: this run's, else the one resumed from
         self.mode: Mode = MODES[cfg.experiment]
+        self.kind = EXPERIMENTS[cfg.experiment]
         self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = build.device(cfg)
@@ -143,7 +142,7 @@ class Trial:
         seed_everything(cfg.seed)
         d = cfg.data
         self.ds = load_dataset(d.dataset, build.prep(cfg), d.data_root, d.cache_dir)
-        if self.ds.images is None and cfg.experiment != "e3":
+        if self.ds.images is None and self.kind.needs_images:
             raise ValueError(f"dataset {d.dataset!r} has masks only: experiment {cfg.experiment} needs images")
         self.splits = self.ds.splits(d.split_seed, d.val_fraction, d.test_fraction, d.retrain)
         for name in ("train", "val", "test"):
@@ -292,7 +291,7 @@ class Trial:
         ev = self.cfg.eval
         model = self.ema.module
         name = SELECTION[self.cfg.experiment].metric
-        if self.cfg.experiment in ("e1", "e2"):
+        if self.kind.segments:
             _, images, masks = self._split_tensors("val", ev.val_max_images)
             members = self.predict(model, images, masks, ev.val_ensemble, ev.val_steps, self.cfg.seed + 3)
             _, _, seg = ensemble_summary(members, dim=1, rule=self.mode.probability)
@@ -371,7 +370,7 @@ class Trial:
             torch.save(self.best["ema"], tmp)
         result.artifacts["weights"] = str(self.out / WEIGHTS_FILE)
         t_eval = time.perf_counter()
-        if cfg.experiment in ("e1", "e2"):
+        if self.kind.segments:
             idx, images, masks = self._split_tensors("test", ev.test_max_images)
             members = self.predict(model, images, masks, ev.ensemble, ev.steps, cfg.seed + 4)
             rule = self.mode.probability
@@ -396,7 +395,7 @@ class Trial:
             flags = [self.mode.conditioned] + ([False] if self.ctx.cond_dropout > 0 else [])
             for cond in flags:
                 errs = self.x0_errors(model, "test", cond, grid, ev.curve_max_images, cfg.seed + 5)
-                result.curves.append(Curve(MASK_ERROR if cfg.experiment != "e4" else IMAGE_ERROR, cond, grid, errs))
+                result.curves.append(Curve(self.kind.curve, cond, grid, errs))
             counts = self.loss_bins[2]
             lo, hi = self.loss_edges[:-1].double(), self.loss_edges[1:].double() - 1
             centres = ((lo + hi) / 2).tolist()  # mean step of each bin
@@ -405,7 +404,7 @@ class Trial:
                 vals = (self.loss_bins[k] / counts.clamp(min=1))[keep].tolist()
                 result.curves.append(Curve(kind, self.mode.conditioned,
                                            [c for c, m in zip(centres, keep.tolist(), strict=True) if m], vals))
-            if cfg.experiment in ("e3", "e4"):
+            if not self.kind.segments:
                 result.metrics["test_x0_error"] = float(np.mean(result.curves[0].value))
         result.metrics["best_val"] = float(self.best["value"])
         self.timing["curves_s"] = time.perf_counter() - t_curves

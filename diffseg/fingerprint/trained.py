@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..experiments.kinds import MASK_ONLY
 from ..experiments.result import FINISHED, MASK_ERROR
 
 
@@ -20,7 +21,7 @@ def load_trained_curve(export_dir: Path, dataset: str, resolution: int, schedule
     cols = ["trial_id", "dataset", "experiment", "cfg.data.resolution", "cfg.diffusion.schedule", "cfg.diffusion.T",
             "status"]
     t = pd.read_parquet(trials, columns=cols)
-    e3 = t[(t.dataset == dataset) & (t.experiment == "e3") & t.status.isin(FINISHED)]
+    e3 = t[(t.dataset == dataset) & (t.experiment == MASK_ONLY) & t.status.isin(FINISHED)]
     if e3.empty:
         raise ValueError(f"{export_dir}: no E3 trials for dataset {dataset!r}")
     match = e3[(e3["cfg.data.resolution"] == resolution) & (e3["cfg.diffusion.schedule"] == schedule)

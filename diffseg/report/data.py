@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..experiments import TrialConfig
 from ..experiments.flat import unflatten
+from ..experiments.kinds import MASK_ONLY
 from ..experiments.result import EXPORT_TABLES, FINISHED, STUDY_META, export_dir
 from ..fingerprint import load_or_compute, spec_for_trial
 
@@ -90,7 +91,7 @@ def study_fingerprints(d: StudyData) -> tuple[dict[str, dict], list[str]]:
     t = d.ok_trials()
     fps, notes = {}, []
     for ds in sorted(t.dataset.dropna().unique()):
-        rows = t[t.dataset == ds].sort_values("experiment", key=lambda s: s != "e3")
+        rows = t[t.dataset == ds].sort_values("experiment", key=lambda s: s != MASK_ONLY)
         cfg = trial_config(rows.iloc[0], d.config_curves)
         try:
             fp, _ = load_or_compute(d.runs / "fingerprints", spec_for_trial(cfg), cfg.data.data_root,

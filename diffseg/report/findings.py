@@ -31,6 +31,7 @@ from scipy import stats as sstats
 
 from ..analysis.dip import DIP, NO_DIP, RISE, UNDECIDED, dip_statistics
 from ..experiments import build
+from ..experiments.kinds import FEED_FORWARD, GENERATION, MASK_ONLY, SEGMENTATION, SEGMENTING, title
 from ..experiments.result import MASK_ERROR, TRAIN_LOSS, export_dir
 from ..experiments.selection import best_trials, rank_arms
 from ..fingerprint import trained_agreement
@@ -52,7 +53,8 @@ def loss_shape(d) -> pd.DataFrame:
     """The dip statistics (``analysis.dip``) of the running training-loss curve per seed, and Spearman rho; the
     rule over seeds (lower bounds of depth > 0 and rise >= 1.5: dip; upper bound of either below: no dip)."""
     rows = []
-    for (ds, exp, arm), grp in _curves(d, TRAIN_LOSS, ("e2", "e4")).groupby(["dataset", "experiment", "arm"]):
+    for (ds, exp, arm), grp in _curves(d, TRAIN_LOSS, (SEGMENTATION, GENERATION)).groupby(
+            ["dataset", "experiment", "arm"]):
         per = []
         for _, tr in grp.groupby("trial_id"):
             tr = tr.sort_values("t")
@@ -68,7 +70,7 @@ def loss_shape(d) -> pd.DataFrame:
         _, r_lo, r_hi, _ = mean_ci(p.rise)
         verdict = ("one seed: no verdict" if n < 2 else DIP if d_lo > 0 and r_lo >= RISE else
                    NO_DIP if d_hi <= 0 or r_hi < RISE else UNDECIDED)
-        task = "segmentation (E2)" if exp == "e2" else "image generation (E4)"
+        task = title(exp)
         rows.append({"dataset": ds, "task": task, "arm": arm, "spearman rho(t, loss)": fmt_ci(p.rho, 2),
                      "dip depth L(0) - min[2, 50)": fmt_ci(p.depth, 4), "rise max[50, 250] / min": fmt_ci(p.rise, 2),
                      "verdict (running loss, over seeds)": verdict})
@@ -81,7 +83,7 @@ def loss_over_t(runs, study: str = "long_training") -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
     v = pd.read_parquet(path).sort_values(["experiment", "step"])
-    task = v.experiment.map({"e2": "segmentation (E2)", "e4": "image generation (E4)", "e3": "mask only (E3)"})
+    task = v.experiment.map(title)
     return pd.DataFrame({
         "dataset": v.dataset, "task": task, "checkpoint step": v.step, "n": v.images.astype(str) + " images x "
         + v.draws.astype(str) + " draws",
@@ -140,7 +142,7 @@ def _eval_masks(d, row, limit_key: str):
 
 def fingerprint_agreement(d) -> pd.DataFrame:
     rows = []
-    e3 = _curves(d, MASK_ERROR, ("e3",))
+    e3 = _curves(d, MASK_ERROR, (MASK_ONLY,))
     trials = d.ok_trials().set_index("trial_id")
     for ds, fp in sorted(d.fingerprints.items()):
         per, same_tf = [], None
@@ -175,15 +177,15 @@ def fingerprint_agreement(d) -> pd.DataFrame:
 def calibration(d) -> pd.DataFrame:
     """E1 against each E2 arm per dataset, from the per-image exports, at the level of independent cases."""
     t = d.ok_trials()
-    t = t[t.experiment.isin(["e1", "e2"])]
+    t = t[t.experiment.isin(SEGMENTING)]
     if t.empty or "test_ece" not in t or d.images.empty:
         return pd.DataFrame()
     img = d.images[d.images.trial_id.isin(t.trial_id)].merge(
         t[["trial_id", "experiment", "architecture", "cfg.diffusion.target"]], on="trial_id")
     rows = []
     for (ds, arch), grp in img.groupby(["dataset", "architecture"]):
-        e1 = grp[grp.experiment == "e1"]
-        for arm, e2 in grp[grp.experiment == "e2"].groupby("arm"):
+        e1 = grp[grp.experiment == FEED_FORWARD]
+        for arm, e2 in grp[grp.experiment == SEGMENTATION].groupby("arm"):
             row = {"dataset": ds, "architecture": arch, "E2 arm": arm,
                    "target": e2["cfg.diffusion.target"].iloc[0], "seeds": e2.seed.nunique()}
             for name, rows_ in (("E1", e1), ("E2", e2)):
@@ -219,7 +221,7 @@ def ece_vs_n(d) -> pd.DataFrame:
     if not cols:
         return pd.DataFrame()
     rows = []
-    for r in t[t.experiment.isin(["e1", "e2"])].itertuples():
+    for r in t[t.experiment.isin(SEGMENTING)].itertuples():
         for c in cols:
             n = int(c.removeprefix("test_ece_n"))
             v = getattr(r, c)
@@ -265,7 +267,7 @@ def training_free_baseline(d) -> pd.DataFrame:
     from .data import trial_config
 
     t = d.ok_trials()
-    t = t[t.experiment.isin(["e1", "e2"])]
+    t = t[t.experiment.isin(SEGMENTING)]
     rows = []
     for ds, grp in t.groupby("dataset"):
         cfg = trial_config(grp.iloc[0], d.config_curves)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..experiments.kinds import MASK_ONLY
 from . import findings
 from .data import NoExports, load_study
 from .sections import build_sections
@@ -46,7 +47,7 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                   "(b) mask error with the image (E2) vs without (matching E3)": findings.conditioning_gap(d),
                   "(c) fingerprints: training-free vs trained E3 on the same test masks (n = E3 trials)":
                   findings.fingerprint_agreement(d)
-                  if (d.ok_trials().experiment == "e3").any() else pd.DataFrame(),
+                  if (d.ok_trials().experiment == MASK_ONLY).any() else pd.DataFrame(),
                   "(d) calibration: feed-forward (E1) vs diffusion (E2), vote-fraction ECE, n = test cases":
                   findings.calibration(d),
                   "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),

@@ -11,6 +11,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..experiments.kinds import FEED_FORWARD, MASK_ONLY, SEGMENTATION, SEGMENTING
+from ..experiments.kinds import title as kind_title
 from ..experiments.result import MASK_ERROR, TRAIN_LOSS, status_summary
 from ..experiments.selection import BEST_RULE, RANK_RULE
 from ..fingerprint import prior_error
@@ -83,22 +85,23 @@ def _arch_label(t: pd.DataFrame, arch: str) -> str:
 
 def table1(d: StudyData) -> Section | None:
     t = d.ok_trials()
-    if "test_iou" not in t or t.experiment.isin(["e1", "e2"]).sum() == 0 or t.architecture.nunique() < 2:
+    if "test_iou" not in t or t.experiment.isin(SEGMENTING).sum() == 0 or t.architecture.nunique() < 2:
         return None
-    g = t[t.experiment.isin(["e1", "e2"])].groupby(["dataset", "architecture", "experiment"])
+    g = t[t.experiment.isin(SEGMENTING)].groupby(["dataset", "architecture", "experiment"])
     agg = g.agg(iou=("test_iou", "mean"), iou_sd=("test_iou", "std"), ece=("test_ece", "mean"),
                 ece_sd=("test_ece", "std"), n=("test_iou", "size")).reset_index()
     rows = []
     for (ds, arch), grp in agg.groupby(["dataset", "architecture"]):
         e = {r.experiment: r for r in grp.itertuples()}
         row = {"dataset": ds, "architecture": _arch_label(t, arch), "_order": ARCH_ORDER.get(arch, 9)}
-        for exp, name in (("e1", "feed-forward"), ("e2", "diffusion")):
+        for exp, name in ((FEED_FORWARD, "feed-forward"), (SEGMENTATION, "diffusion")):
             r = e.get(exp)
             row[f"IoU {name}"] = _fmt(r.iou, r.iou_sd, r.n) if r else "-"
             row[f"ECE {name}"] = _fmt(r.ece, r.ece_sd, r.n) if r else "-"
-        both = "e1" in e and "e2" in e
-        row["ΔIoU (diff - ff)"] = f"{e['e2'].iou - e['e1'].iou:+.3f}" if both else "-"
-        row["ΔECE (diff - ff)"] = f"{e['e2'].ece - e['e1'].ece:+.3f}" if both else "-"
+        both = FEED_FORWARD in e and SEGMENTATION in e
+        ff, diff = (e.get(FEED_FORWARD), e.get(SEGMENTATION))
+        row["ΔIoU (diff - ff)"] = f"{diff.iou - ff.iou:+.3f}" if both else "-"
+        row["ΔECE (diff - ff)"] = f"{diff.ece - ff.ece:+.3f}" if both else "-"
         rows.append(row)
     df = pd.DataFrame(rows).sort_values(["dataset", "_order"]).drop(columns="_order")
     return Section("table1", "Table 1: feed-forward vs diffusion training",
@@ -112,7 +115,7 @@ def table1(d: StudyData) -> Section | None:
 def _normalised_e3(d: StudyData) -> pd.DataFrame:
     t = d.ok_trials()
     c = d.curves.merge(t[["trial_id", "dataset", "architecture", "experiment"]], on="trial_id")
-    c = c[(c.experiment == "e3") & (c.kind == MASK_ERROR)].copy()
+    c = c[(c.experiment == MASK_ONLY) & (c.kind == MASK_ERROR)].copy()
     prior = {ds: fp["training_free"]["prior_fg"] for ds, fp in d.fingerprints.items()}
     c["prior"] = pd.to_numeric(c.dataset.astype(object).map(prior), errors="coerce").astype(float)
     c = c.dropna(subset=["prior"])
@@ -192,7 +195,7 @@ def conditioning_and_loss(d: StudyData) -> Section | None:
         m = c.melt(id_vars=["dataset", "partner", "seed", "t"], value_vars=["with_image", "without_image"],
                    var_name="input", value_name="error")
         m["input"] = np.where(m.input == "with_image", "E2, with the image", np.where(
-            m.partner == "e3", "E3 (mask only, matched model)", "same E2 model, null image (condition dropout)"))
+            m.partner == MASK_ONLY, "E3 (mask only, matched model)", "same E2 model, null image (condition dropout)"))
         m = m.groupby(["dataset", "input", "t"], as_index=False).error.mean()
         charts.append(("conditioned_vs_unconditioned", alt.Chart(m).mark_line().encode(
             x=alt.X("t:Q", title="diffusion step t"), y=alt.Y("error:Q", title="mask-prediction MSE (x0 space)"),
@@ -207,8 +210,7 @@ def conditioning_and_loss(d: StudyData) -> Section | None:
         m = loss.groupby(["dataset", "experiment", "t"], as_index=False).value.mean()
         m["value"] = m.value / m.groupby(["dataset", "experiment"]).value.transform("mean")
         m["t + 1"] = m.t + 1
-        m["task"] = m.experiment.map({"e2": "segmentation (E2)", "e4": "image generation (E4)",
-                                      "e3": "mask only (E3)"}).fillna(m.experiment)
+        m["task"] = m.experiment.map(kind_title)
         charts.append(("training_loss_over_t", alt.Chart(m).mark_line(point=True).encode(
             x=alt.X("t + 1:Q", title="diffusion step t + 1 (log scale)", scale=alt.Scale(type="log")),
             y=alt.Y("value:Q", title="eps-space training loss / its mean", scale=alt.Scale(type="log")),

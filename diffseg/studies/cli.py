@@ -17,7 +17,8 @@ from ..data import DatasetError, load_dataset
 from ..data.registry import get_spec, with_label
 from ..experiments import build
 from ..experiments.config import TrialConfig
-from ..experiments.result import BY_METRIC, FINISHED, SELECTION, export_dir, status_summary
+from ..experiments.kinds import BY_METRIC, SELECTION
+from ..experiments.result import FINISHED, export_dir, status_summary
 from ..io import Busy, atomic_write_text, owner_lock, safe_name
 from ..registry import suggest
 from .plan import TrialPoint, build_plan, describe_plan, resume_conflict, save_plan

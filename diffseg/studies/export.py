@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from ..experiments.evaluate import PER_IMAGE
 from ..experiments.flat import JSON, SCHEMA, flat_config
+from ..experiments.kinds import MASK_ONLY, SEGMENTATION
 from ..experiments.result import ERROR, EXPORT_TABLES, FINISHED, MASK_ERROR, RESULT_ARTIFACT, STUDY_META, TrialResult
 from ..io import atomic_path, atomic_write_text
 from ..metrics.paired import COLUMNS as PAIRED_COLUMNS
@@ -118,7 +119,7 @@ def conditioning_pairs(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     """Mask error over t with the image (E2) and without it (the matching E3 trial: ``partner = "e3"``; or the
     same E2 model trained with condition dropout: ``partner = "cond_dropout"``), one row per pair and t."""
     ok = trials[trials.status.isin(FINISHED)].copy()
-    if ok.empty or not {"e2", "e3"} & set(ok.experiment.dropna()):
+    if ok.empty or not {SEGMENTATION, MASK_ONLY} & set(ok.experiment.dropna()):
         return pd.DataFrame(columns=CONDITIONING_COLUMNS)
     for k in PAIR_KEYS:
         if k not in ok:
@@ -126,11 +127,11 @@ def conditioning_pairs(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFra
     ok["pair_key"] = ok[PAIR_KEYS].apply(lambda r: "|".join(map(str, r)), axis=1)
     err = curves[curves.kind == MASK_ERROR]
     rows = []
-    for e2 in ok[ok.experiment == "e2"].itertuples():
+    for e2 in ok[ok.experiment == SEGMENTATION].itertuples():
         own = err[err.trial_id == e2.trial_id]
         cond = own[own.conditioned].set_index("t").value
-        partners = [(e3.trial_id, "e3", err[(err.trial_id == e3.trial_id) & ~err.conditioned])
-                    for e3 in ok[(ok.experiment == "e3") & (ok.pair_key == e2.pair_key)].itertuples()]
+        partners = [(e3.trial_id, MASK_ONLY, err[(err.trial_id == e3.trial_id) & ~err.conditioned])
+                    for e3 in ok[(ok.experiment == MASK_ONLY) & (ok.pair_key == e2.pair_key)].itertuples()]
         if (~own.conditioned).any():
             partners.append((e2.trial_id, "cond_dropout", own[~own.conditioned]))
         for pid, kind, other in partners:

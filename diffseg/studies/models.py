@@ -24,8 +24,9 @@ from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
+from ..experiments.kinds import SEGMENTING
 from ..experiments.predictor import Predictor
-from ..experiments.result import FINISHED, SEGMENTING, TrialResult
+from ..experiments.result import FINISHED, TrialResult
 from ..experiments.selection import best_trials
 from ..io import safe_name
 

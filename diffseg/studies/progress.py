@@ -11,7 +11,7 @@ import time
 
 from ray import tune
 
-from ..experiments.result import SELECTION
+from ..experiments.kinds import SELECTION
 from . import tracking
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ..experiments.config import TrialConfig
-from ..experiments.result import FINISHED, RESULT_ARTIFACT, SEGMENTING, WEIGHTS_FILE, TrialResult, export_dir
+from ..experiments.kinds import SEGMENTING
+from ..experiments.result import FINISHED, RESULT_ARTIFACT, WEIGHTS_FILE, TrialResult, export_dir
 from ..experiments.train import Trial, load_checkpoint
 from ..io import atomic_write_text
 from . import tracking

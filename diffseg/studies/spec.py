@@ -27,7 +27,7 @@ import yaml
 from ..budgets import BUDGETS, budget_overlay
 from ..data.registry import get_spec
 from ..experiments.config import SECTIONS, TrialConfig
-from ..experiments.result import SELECTION, Selection
+from ..experiments.kinds import SEGMENTATION, SELECTION, Selection
 from ..registry import suggest
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -54,7 +54,7 @@ class StudySpec:
     name: str
     path: Path
     description: str = ""
-    experiment: str = "e2"
+    experiment: str = SEGMENTATION
     fixed: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
