@@ -78,6 +78,7 @@ def test_loss_over_t_on_kept_checkpoints(tmp_path):
     assert np.array_equal(again.loss.to_numpy(), curves.loss.to_numpy())  # fixed batch and noise
 
 
-def test_keep_checkpoints_must_be_training_steps():
-    with pytest.raises(ValueError, match=r"train.keep_checkpoints \[9\]"):
-        cfg(**{"train.steps": 4, "train.keep_checkpoints": [9]}).validate()
+def test_keep_checkpoints_must_be_positive_steps():
+    with pytest.raises(ValueError, match=r"train.keep_checkpoints \[0, -3\] must be positive"):
+        cfg(**{"train.steps": 4, "train.keep_checkpoints": [2, 0, -3]}).validate()
+    cfg(**{"train.steps": 4, "train.keep_checkpoints": [2, 9]}).validate()  # 9 is never reached: allowed

@@ -66,6 +66,7 @@ class TrainConfig:
     loss_curve_from: float = 0.75  # training loss over t is accumulated from this fraction of training on (paper)
     cond_dropout: float = 0.0  # E2 ablation: probability of replacing the image by the null condition
     keep_checkpoints: tuple[int, ...] | None = None  # steps whose EMA weights are kept for post-hoc analysis
+    # (steps beyond train.steps are never reached: the files in ema_checkpoints/ say which were kept)
 
 
 @dataclass(frozen=True)
@@ -229,9 +230,9 @@ def _validate(c: TrialConfig) -> None:
     if c.data.retrain and c.train.patience is not None:
         raise ValueError("data.retrain trains on the validation split: early stopping (train.patience) on it is not "
                          "allowed; set train.steps to the best step of the matching non-retrain run")
-    bad = [s for s in c.train.keep_checkpoints or () if not 0 < s <= c.train.steps]
-    if bad:
-        raise ValueError(f"train.keep_checkpoints {bad} must be steps in [1, train.steps={c.train.steps}]")
+    bad = [s for s in c.train.keep_checkpoints or () if not s > 0]
+    if bad:  # steps beyond train.steps are allowed (a budget overlay lists them) and are never reached
+        raise ValueError(f"train.keep_checkpoints {bad} must be positive training steps")
     if not 0 <= c.train.ema_decay < 1:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {c.train.ema_decay}")
 
