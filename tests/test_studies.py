@@ -93,7 +93,7 @@ def test_dry_run_prints_plan_and_resolves_fingerprints(tmp_path, capsys):
                      "synthetic-blob", "--cpus-per-trial", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "7 trials" in out and "fingerprint_sampling" in out and "1.0 CPU" in out
+    assert "8 trials" in out and "fingerprint_sampling" in out and "1.0 CPU" in out
     assert not (tmp_path / "fingerprints").exists()  # a dry run computes fingerprints but writes nothing
 
 

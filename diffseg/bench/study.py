@@ -4,7 +4,7 @@ time with every CPU of this machine in both. Each side is a fresh Python process
 as a user runs either command: both import torch and compute the study's fingerprints and dataset cache; only the
 study imports and starts Ray and MLflow. ``overhead_fraction`` = (study wall - loop wall) / study wall.
 ``python -m diffseg.bench study [--json]`` runs the README's smoke study (``make study``: weighting_schedules at
-the smoke budget, 7 arms x 3 datasets = 21 trials), about 16 minutes on 2 cores. The side-by-side ratio carries the
+the smoke budget, 8 arms x 3 datasets = 24 trials), about 18 minutes on 2 cores. The side-by-side ratio carries the
 run-to-run variation of the trials' own compute (a few per cent here), so ``platform_fraction`` also counts the
 platform's time by phase, without the trials' compute: the study's time outside its trials less the loop's (both
 start Python, import torch and prepare the data), plus the MLflow, model-logging and Ray calls inside the study's
