@@ -94,6 +94,28 @@ def loss_over_t(runs, study: str = "long_training") -> pd.DataFrame:
         "verdict": v.verdict})
 
 
+def loss_over_t_chart(runs, study: str = "long_training"):
+    """The post-hoc eps-loss over t per kept checkpoint (log axes) with the optimal mask denoiser's SNR x MMSE
+    (dashed), one panel per task; None without ``loss_over_t.parquet``."""
+    import altair as alt
+
+    path = export_dir(runs, study) / "loss_over_t.parquet"
+    if not path.exists():
+        return None
+    c = pd.read_parquet(path)
+    c = c.assign(task=c.experiment.map(title), **{"t + 1": c.t + 1, "checkpoint": c.step.astype(str)})
+    opt = c[c.optimal.notna() & (c.step == c.step.max())].assign(curve="optimal mask denoiser (SNR x MMSE)")
+    x = alt.X("t + 1:Q", title="diffusion step t + 1 (log scale)", scale=alt.Scale(type="log"))
+    y = alt.Y("loss:Q", title="eps-space MSE (fixed batch and noise)", scale=alt.Scale(type="log"))
+    lines = alt.Chart(c).mark_line(point=True).encode(
+        x=x, y=y, color=alt.Color("checkpoint:N", sort=sorted(c.checkpoint.unique(), key=int), title="step"))
+    ref = alt.Chart(opt[opt.optimal > 1e-6]).mark_line(strokeDash=[4, 4], color="black").encode(
+        x=x, y=alt.Y("optimal:Q", scale=alt.Scale(type="log")))
+    return alt.hconcat(*[
+        alt.layer(lines.transform_filter(alt.datum.task == task), ref.transform_filter(alt.datum.task == task))
+        .properties(width=300, height=220, title=task) for task in sorted(c.task.unique())])
+
+
 def t_half(d, dataset: str) -> float | None:
     """The dataset's t_half: where its training-free mask error (train + val masks) reaches 0.5 of the prior's."""
     fp = d.fingerprints.get(dataset)

@@ -59,6 +59,11 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                 parts.append(f"### {title}\n\n{_md(df)}\n")
                 if title.startswith("(c)"):
                     parts.append(findings.fingerprint_order(df) + "\n")
+        posthoc = findings.loss_over_t_chart(runs, study)
+        if posthoc is not None:
+            png = out / f"{study}_loss_over_t_posthoc.png"
+            posthoc.save(str(png), scale_factor=1.0)
+            parts.append(f"![{study}: eps-loss over t per checkpoint, optimal mask denoiser dashed]({png.name})\n")
         for section in build_sections(d):
             for name, chart in section.charts:
                 if name.startswith(FIGURES):

@@ -19,6 +19,10 @@ from ..fingerprint import prior_error
 from . import findings
 from .data import StudyData
 
+# columns of comparisons.parquet the report shows (exports written before n_cases/ci_method/p_min/mde lack them)
+PAIRED_SHOWN = ("dataset", "metric", "arm", "baseline", "n_images", "n_cases", "n_seeds", "diff", "95% CI",
+                "ci_method", "p_holm", "p_min", "mde", "better")
+
 W, H = 260, 180
 GALLERY_CAP = 12  # uncertainty galleries shown at most (one per dataset and arm; the caption says when capped)
 
@@ -273,9 +277,7 @@ def comparison(d: StudyData) -> Section | None:
     if not c.empty:
         charts.append(("paired_difference_vs_baseline", _paired_chart(c)))
         tables.append(_table(c.assign(**{"95% CI": c.ci_low.round(4).astype(str) + " to " + c.ci_high.round(4)
-                                         .astype(str)})[["dataset", "metric", "arm", "baseline", "n_images",
-                                                         "n_cases", "n_seeds", "diff", "95% CI", "ci_method",
-                                                         "p_holm", "p_min", "mde", "better"]]
+                                         .astype(str)})[[col for col in PAIRED_SHOWN if col in c or col == "95% CI"]]
                              .round(4)))
         text += " " + paired_summary(c)
     return Section("comparison", "Arm comparison", text, tables=tables, charts=charts)
