@@ -81,10 +81,6 @@ BY_METRIC = {s.metric: s for s in SELECTION.values()}  # selection metric -> its
 SEGMENTING = tuple(k for k, e in EXPERIMENTS.items() if e.segments)
 
 
-def kinds(**flags: bool) -> tuple[str, ...]:
-    """The experiment names whose record has every given flag, e.g. ``kinds(diffusion=True, segments=False)``."""
-    return tuple(k for k, e in EXPERIMENTS.items() if all(getattr(e, f) == v for f, v in flags.items()))
-
 
 def title(name: str) -> str:
     """'segmentation (E2)' for a known kind, else the name itself."""

@@ -47,7 +47,7 @@ from ..models import REFERENCE_ARCHITECTURES, count_params
 from . import build
 from .config import TrialConfig
 from .evaluate import per_image_metrics, reliability, save_gallery, summarise
-from .kinds import EXPERIMENTS, SELECTION
+from .kinds import SELECTION
 from .modes import MODES, Mode
 from .result import (
     BEST_VAL,
@@ -133,7 +133,7 @@ class Trial:
         self.resume_from = Path(resume_from) if resume_from else None
         self.checkpoint_dir = self.resume_from  # the latest checkpoint: this run's, else the one resumed from
         self.mode: Mode = MODES[cfg.experiment]
-        self.kind = EXPERIMENTS[cfg.experiment]
+        self.kind = self.mode.kind
         self.out = Path(cfg.output_dir) if cfg.output_dir else Path(tempfile.mkdtemp(prefix="diffseg-trial-"))
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = build.device(cfg)

@@ -151,7 +151,8 @@ def conditioning_gap(d) -> pd.DataFrame:
 
 
 def _eval_masks(d, row, limit_key: str):
-    """The masks (N, H, W) of a trial's test split that an evaluation capped by ``cfg.eval.<limit_key>`` used."""
+    """(config, dataset, indices) of the test samples that a trial's evaluation capped by ``cfg.eval.<limit_key>``
+    used (``data.spread_subset``, as the trial chose them)."""
     from ..data import load_dataset, spread_subset
     from .data import trial_config
 
@@ -165,13 +166,12 @@ def _eval_masks(d, row, limit_key: str):
 def fingerprint_agreement(d) -> pd.DataFrame:
     rows = []
     e3 = _curves(d, MASK_ERROR, (MASK_ONLY,))
-    trials = d.ok_trials().set_index("trial_id")
+    trials = d.ok_trials()
     for ds, fp in sorted(d.fingerprints.items()):
         per, same_tf = [], None
         for tid, tr in e3[e3.dataset == ds].groupby("trial_id"):
             if same_tf is None:  # the test masks E3's curve was measured on (evaluation only: not leakage)
-                cfg, data, idx = _eval_masks(d, trials.loc[tid].rename(None).to_dict() | {"trial_id": tid},
-                                             "curve_max_images")
+                cfg, data, idx = _eval_masks(d, trials[trials.trial_id == tid].iloc[0], "curve_max_images")
                 same_tf = fingerprint_masks(np.asarray(data.masks)[idx], build.schedule(cfg, base=True))[
                     "training_free"]
             tr = tr.sort_values("t")
@@ -284,18 +284,13 @@ def arm_ranks(d) -> pd.DataFrame:
 def training_free_baseline(d) -> pd.DataFrame:
     """Blur + Otsu (``metrics.blur_otsu``) on exactly the test images the trials were evaluated on, beside the
     trials' test IoU per experiment and architecture: a learned model must beat it to show it learned anything."""
-    from ..data import load_dataset, spread_subset
     from ..metrics import blur_otsu_iou
-    from .data import trial_config
 
     t = d.ok_trials()
     t = t[t.experiment.isin(SEGMENTING)]
     rows = []
     for ds, grp in t.groupby("dataset"):
-        cfg = trial_config(grp.iloc[0], d.config_curves)
-        data = load_dataset(ds, build.prep(cfg), cfg.data.data_root, d.runs / "cache")
-        idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
-        idx = spread_subset(idx, data.case_ids, cfg.eval.test_max_images, cfg.data.split_seed)
+        _, data, idx = _eval_masks(d, grp.iloc[0], "test_max_images")
         base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))
         for (arch, exp, arm), trials in grp.groupby(["architecture", "experiment", "arm"]):
             _, lo, _, n = mean_ci(trials.test_iou)

@@ -4,12 +4,15 @@ per dataset and fingerprint values resolved per dataset (``fingerprint.load_or_c
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..experiments.config import TrialConfig
 from ..fingerprint import load_or_compute, spec_for_trial
+from ..io import atomic_write_text
 from .spec import FINGERPRINT, StudySpec
 
 
@@ -90,17 +93,11 @@ _LOCATION_KEYS = ("data.cache_dir", "data.data_root", "output_dir")  # where, no
 
 
 def study_file_hash(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_plan(folder: Path, study_file: Path, points: list[TrialPoint]) -> Path:
     """Write the plan with the study file's hash (``folder/PLAN_FILE``), atomically."""
-    import json
-
-    from ..io import atomic_write_text
-
     path = Path(folder) / PLAN_FILE
     atomic_write_text(path, json.dumps({"study_file": str(study_file), "study_sha256": study_file_hash(study_file),
                                         "points": [p.to_dict() for p in points]}, indent=1))
@@ -115,18 +112,16 @@ def _what(p: dict[str, Any]) -> tuple:
 def resume_conflict(folder: Path, study_file: Path, points: list[TrialPoint]) -> str | None:
     """Why ``--resume`` must not continue with this study file and plan (None: it may). A folder written before
     plans were saved has nothing to compare with and may continue."""
-    import json
-
     path = Path(folder) / PLAN_FILE
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
     old = {(p["label"], p["dataset"], p["seed"]): _what(p) for p in saved["points"]}
     new = {(p.label, p.dataset, p.seed): _what(p.to_dict()) for p in points}
-    problems = []
-    if study_file_hash(study_file) != saved["study_sha256"]:
+    problems, now = [], study_file_hash(study_file)
+    if now != saved["study_sha256"]:
         problems.append(f"the study file {study_file} changed since the study started (sha256 "
-                        f"{saved['study_sha256'][:12]} then, {study_file_hash(study_file)[:12]} now)")
+                        f"{saved['study_sha256'][:12]} then, {now[:12]} now)")
     gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
     changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
     for words, keys in (("no longer planned", gone), ("new", added), ("with a changed config", changed)):

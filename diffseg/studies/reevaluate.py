@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -26,7 +25,7 @@ from ..experiments.result import FINISHED, RESULT_ARTIFACT, WEIGHTS_FILE, TrialR
 from ..experiments.train import Trial, load_checkpoint
 from ..io import atomic_write_text
 from . import tracking
-from .export import _all_runs, export_study, find_parent
+from .export import _all_runs, _result, export_study, find_parent
 
 
 def latest_checkpoint(out: Path, study: str, trial_name: str) -> Path:
@@ -55,13 +54,8 @@ def reevaluate_study(tracking_uri: str, study: str, out: Path) -> list[str]:
     exp_id, parent = find_parent(client, study)
     todo = []
     for run in _all_runs(client, exp_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run.info.run_id, RESULT_ARTIFACT, tmp)
-            except Exception:  # a trial that never finished has no result to re-evaluate
-                continue
-            old = TrialResult.from_dict(json.loads(Path(path).read_text()))
-        if old.status in FINISHED and old.config["experiment"] in SEGMENTING:
+        old = _result(client, run.info.run_id)  # None: a trial that never finished has nothing to re-evaluate
+        if old is not None and old.status in FINISHED and old.config["experiment"] in SEGMENTING:
             todo.append((run, old, latest_checkpoint(out, study, run.data.tags["ray_trial_name"])))
     commit = tracking.git_commit()
     for run, old, ckpt in todo:
