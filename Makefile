@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 DNA_SPEC ?= dynamic-network-architectures==0.4.4
 
-.PHONY: install browser test test-fast lint study report ui bench clean
+.PHONY: install browser test test-fast lint study report ui bench bench-cluster gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,14 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m diffseg.bench all
+
+# a head and two worker nodes on this machine, a worker killed mid-trial, the driver killed and resumed
+bench-cluster: $(STAMP)
+	$(BIN)/python -m diffseg.bench cluster
+
+# on a CUDA machine: two trials sharing one GPU with bf16, steps/s and MFU; elsewhere exits 0 without running
+gpu-check: $(STAMP)
+	$(BIN)/python -m diffseg.bench gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

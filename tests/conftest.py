@@ -1,15 +1,13 @@
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from diffseg.data.registry import data_dir
+from diffseg.studies import local_server
+from diffseg.studies.local_server import console_script, free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -36,15 +34,9 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bin_path(name: str) -> str:
     """A console script of this environment (mlflow, ray)."""
-    return str(Path(sys.executable).with_name(name))
+    return console_script(name)
 
 
 @pytest.fixture(scope="session")
@@ -60,28 +52,14 @@ def ray_session():
 
 def start_mlflow_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
     """A real ``mlflow server`` on 127.0.0.1 (its own session, so a test can kill it), once it answers /health."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [bin_path("mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination",
-         str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(180):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    stop_server(proc)
-    pytest.fail("mlflow server did not become healthy")
+    try:
+        return local_server.start(db, artifacts, port)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    proc.wait(timeout=30)
+    local_server.stop(proc, sig)
 
 
 @pytest.fixture(scope="session")

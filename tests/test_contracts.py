@@ -134,3 +134,30 @@ def test_every_mode_follows_its_experiment_record():
         assert (kind.curve in CURVE_KINDS) == kind.diffusion, name
         assert kind.probability in RULES and SELECTION[name] is kind.selection
         assert (name in SEGMENTING) == kind.segments and BY_METRIC[kind.selection.metric] == kind.selection
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_takes_the_options_object_and_refuses_what_it_lacks(name):
+    """Every sampler takes the sampling options object: members folded into the batch, the shape (B, n, C, H, W),
+    finite x0 in [-1, 1] when clipped, reproducible from its generator; an option it does not support is refused
+    (eta: DDIM's only), never ignored."""
+    from diffseg.diffusion.sampling import SamplingOptions
+
+    s = make_schedule("cosine", T)
+    model = lambda x, t, c: 0.1 * x  # noqa: E731 (a toy denoiser)
+    opts = SamplingOptions(steps=5, clip_x0=True)
+
+    def draw(seed):
+        return SAMPLERS[name](model, s, (2, 1, 4, 4), cond=torch.zeros(2, 3, 4, 4), ensemble=3,
+                              generator=torch.Generator().manual_seed(seed), **opts.for_sampler(name))
+    out = draw(0)
+    assert out.shape == (2, 3, 1, 4, 4) and bool(torch.isfinite(out).all())
+    assert torch.equal(out, draw(0))
+    with_eta = SamplingOptions(steps=5, eta=0.5)
+    if name == "ddim":
+        assert with_eta.for_sampler(name)["eta"] == 0.5
+    else:
+        with pytest.raises(ValueError, match=f"sampler '{name}' takes no eta"):
+            with_eta.for_sampler(name)
+        with pytest.raises(TypeError):
+            SAMPLERS[name](model, s, (1, 1, 4, 4), steps=2, eta=0.5)

@@ -10,10 +10,11 @@ from mlflow.tracking import MlflowClient
 
 from diffseg.experiments import TrialConfig, train_trial
 from diffseg.experiments.flat import LONG, SCHEMA, flat_config, unflatten
-from diffseg.experiments.result import EXPORT_TABLES, export_dir
-from diffseg.report.data import trial_config
+from diffseg.folder import StudyFolder
 from diffseg.studies import tracking
+from diffseg.studies.dataset_tables import trial_config
 from diffseg.studies.export import export_study
+from diffseg.studies.schema import REQUIRED
 
 from .test_experiments import TINY
 
@@ -31,7 +32,7 @@ def _study(out, uri, name, arms):
         tracking.log_params(client, run_id, flat_config(cfg.to_dict())[0])
         tracking.log_trial_result(client, run_id, result)
         tracking.finish_run(client, run_id, ok=True)
-    return export_study(uri, name, export_dir(out, name))
+    return export_study(uri, name, StudyFolder(out))
 
 
 def test_two_studies_concatenate_in_pandas_polars_and_duckdb(tmp_path):
@@ -57,7 +58,7 @@ def test_two_studies_concatenate_in_pandas_polars_and_duckdb(tmp_path):
     # the config is rebuilt exactly from the export (the report's trial_config)
     assert trial_config(tb.iloc[0], cc).diffusion.weighting_params == {"values": curve}
 
-    for name in EXPORT_TABLES:
+    for name in REQUIRED:
         frames = [pl.read_parquet(a[name]), pl.read_parquet(b[name])]
         both = pl.concat(frames, how="diagonal")  # strict: a type mismatch of a shared column raises
         assert both.height == sum(f.height for f in frames)

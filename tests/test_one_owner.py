@@ -10,7 +10,7 @@ from diffseg.data import load_dataset
 from diffseg.experiments import TrialConfig, build, train_trial
 from diffseg.experiments.kinds import SELECTION
 from diffseg.experiments.result import TrialResult
-from diffseg.studies import cli
+from diffseg.studies import cli, runner
 from diffseg.studies.spec import load_spec
 
 
@@ -48,10 +48,10 @@ def test_device_is_resolved_only_when_auto(monkeypatch, device, expected):
 
 def test_driver_caches_with_the_trials_preprocessing(monkeypatch, tmp_path, shared_data):
     """The driver's pre-cache builds exactly the cache the trials then load (mask_resize included)."""
-    monkeypatch.setattr(cli, "execute", lambda *a, **k: 0)
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: runner.StudyOutcome(problem="stopped by the test"))
     out = tmp_path / "out"
     assert cli.main(["--study", "noise_schedules", "--dataset", "ihc_her2like", "--out", str(out),
-                     "--set", "data.mask_resize=nearest", "--set", "data.image_resize=bilinear"]) == 0
+                     "--set", "data.mask_resize=nearest", "--set", "data.image_resize=bilinear"]) == 1
     def caches():
         return sorted(p.name for p in (out / "cache").iterdir() if p.is_dir() and not p.name.startswith("."))
 

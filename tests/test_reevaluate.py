@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from diffseg.folder import StudyFolder
 from diffseg.studies.cli import main as study_main
-from diffseg.studies.models import REGISTERED_FROM_TAG
+from diffseg.studies.logged_models import REGISTERED_FROM_TAG
 from diffseg.studies.reevaluate import main as reevaluate_main
-from diffseg.studies.tracking import default_tracking_uri
 from tests.test_studies import tiny_spec
 
 ARMS = """
@@ -32,7 +32,7 @@ def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp
         for col in ("test_iou", "test_ece", "test_ece_softmean", "test_member_error", "best_val"):
             assert after.loc[arm, col] == pytest.approx(before.loc[arm, col], rel=1e-6, abs=1e-9), (arm, col)
     assert len(pd.read_parquet(images)) == len(pd.read_parquet(images).drop_duplicates()) > 0
-    client = MlflowClient(default_tracking_uri(out))
+    client = MlflowClient(StudyFolder(out).store_uri)
     tagged = {r: client.get_run(r).data.tags.get("diffseg.reevaluated") for r in after.run_id}
     assert tagged[after.loc["ff", "run_id"]] and tagged[after.loc["diff", "run_id"]]
     assert tagged[after.loc["mask_only", "run_id"]] is None  # E3 samples no ensemble: left as it was
@@ -52,4 +52,7 @@ def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp
 
 def test_reevaluate_without_the_study_exits_2(tmp_path, capsys):
     assert reevaluate_main(["--study", "nope", "--out", str(tmp_path)]) == 2
+    assert "no MLflow store" in capsys.readouterr().err and not list(tmp_path.iterdir())  # no store created
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    assert reevaluate_main(["--study", "nope", "--out", str(tmp_path), "--tracking-uri", uri]) == 2
     assert "nope" in capsys.readouterr().err

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from diffseg.io import owner_lock
-from diffseg.studies import cli
-from diffseg.studies.cli import LOCK_FILE
+from diffseg.files import owner_lock
+from diffseg.folder import LOCK_FILE, STATE_FILE
+from diffseg.studies import cli, runner
 from tests.conftest import free_port
 
 BASE = """description: reliability
@@ -116,13 +116,13 @@ def test_second_command_on_one_out_is_refused_and_a_stale_lock_taken_over(tmp_pa
         err = capsys.readouterr().err
         assert "is in use by study 'other_study'" in err and "pid" in err
     (out / LOCK_FILE).write_text(json.dumps({"study": "killed", "pid": 999999, "host": "gone"}))  # no live holder
-    monkeypatch.setattr(cli, "execute", lambda *a, **k: 0)
-    assert cli.main(args) == 0
-    assert "took over the lock of a driver that is gone" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "_run", lambda *a, **k: runner.StudyOutcome(problem="stopped by the test"))
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "took over the lock of a driver that is gone" in err and "stopped by the test" in err
 
 
 def test_resume_with_nothing_to_resume_or_another_study_exits_2_and_writes_nothing(tmp_path, capsys):
-    from diffseg.studies.cli import STATE_FILE
     from diffseg.studies.cli import main as study_main
 
     out = tmp_path / "runs"

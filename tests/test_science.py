@@ -12,6 +12,7 @@ from diffseg.diffusion import make_schedule, make_weighting, sample
 from diffseg.diffusion.loss import loss_weight_table
 from diffseg.experiments import Trial, TrialConfig, build, train_trial
 from diffseg.experiments.train import loss_bin_edges
+from diffseg.folder import StudyFolder
 from diffseg.studies.export import conditioning_pairs
 from diffseg.studies.plan import build_plan
 from diffseg.studies.spec import load_spec
@@ -33,7 +34,7 @@ def cfg(**kw):
 def test_every_final_noise_arm_trains_the_last_step(tmp_path, budget):
     """Each arm's loss weight at t = T (on the native-target MSE) is not vanishing relative to its mean: the
     first sampling step is trained (an eps-space uniform weighting with the v target gave ~1e-20 there)."""
-    plan = build_plan(load_spec("final_noise_levels"), budget, ["synthetic-blob"], [0], tmp_path, tmp_path / "c")
+    plan = build_plan(load_spec("final_noise_levels"), budget, ["synthetic-blob"], [0], StudyFolder(tmp_path))
     assert {p.label for p in plan} >= {"zero_terminal_snr", "fingerprint", "logsnr_end=-15"}
     for p in plan:
         c = TrialConfig.from_dict(p.config)
@@ -105,7 +106,7 @@ def test_paper_and_cpu_budgets_apply_the_paper_ensemble_size_per_dataset(tmp_pat
     spec = load_spec("findings")
     sizes = {}
     for budget in ("cpu", "paper"):
-        for p in build_plan(spec, budget, ["monuseg", "isic2016", "ihc_her2like"], [0], tmp_path, tmp_path / "c"):
+        for p in build_plan(spec, budget, ["monuseg", "isic2016", "ihc_her2like"], [0], StudyFolder(tmp_path)):
             sizes[(budget, p.dataset)] = p.config["eval.ensemble"]
     assert sizes[("cpu", "monuseg")] == sizes[("paper", "monuseg")] == 25
     assert sizes[("cpu", "isic2016")] == 10 and sizes[("paper", "ihc_her2like")] == 5
@@ -131,7 +132,7 @@ def test_conditioning_pairs_match_e2_with_the_e3_of_the_same_settings_only():
 
 
 def test_paper_budget_uses_segformer_b3_and_the_table1_labels_say_what_ran(tmp_path):
-    plan = build_plan(load_spec("architectures"), "paper", ["monuseg"], [0], tmp_path, tmp_path / "c")
+    plan = build_plan(load_spec("architectures"), "paper", ["monuseg"], [0], StudyFolder(tmp_path))
     seg = next(p for p in plan if p.config["model.architecture"] == "segformer")
     assert seg.config["model.segformer_variant"] == "b3" and seg.config["eval.ensemble"] == 25
     from diffseg.report.sections import _arch_label
@@ -154,7 +155,7 @@ def test_fingerprints_follow_the_trials_preprocessing(tmp_path):
     spec = load_spec("weighting_schedules")
     paths = {}
     for resize in ("area", "nearest"):
-        plan = build_plan(spec, "smoke", ["synthetic-blob"], [0], tmp_path, tmp_path / "c",
+        plan = build_plan(spec, "smoke", ["synthetic-blob"], [0], StudyFolder(tmp_path),
                           overrides={"data.mask_resize": resize})
         paths[resize] = {p.fingerprint for p in plan if p.fingerprint}
     assert len(paths["area"]) == len(paths["nearest"]) == 1 and paths["area"] != paths["nearest"]

@@ -37,15 +37,14 @@ from ..experiments import build
 from ..experiments.config import TrialConfig
 from ..experiments.kinds import EXPERIMENTS
 from ..experiments.modes import MODES
-from ..experiments.result import EMA_CHECKPOINTS, export_dir
+from ..experiments.result import EMA_CHECKPOINTS
 from ..experiments.train import load_checkpoint
+from ..files import atomic_path
 from ..fingerprint.core import fingerprint_masks, spec_for_trial
 from ..fingerprint.information import prior_error
-from ..io import atomic_path
+from ..folder import StudyFolder
+from ..studies.schema import conform
 from .dip import dip_verdict, two_way_bootstrap
-
-CURVE_COLUMNS = {"trial": "string", "experiment": "string", "dataset": "string", "step": "Int64", "t": "Int64",
-                 "loss": "float64", "low": "float64", "high": "float64", "optimal": "float64"}
 
 
 def loss_t_grid(T: int) -> list[int]:
@@ -97,7 +96,7 @@ def analyse_trial(folder: Path, images: int = 32, draws: int = 16, seed: int = 0
     files = sorted((folder / EMA_CHECKPOINTS).glob("step*.pt"), key=lambda p: int(p.stem.removeprefix("step")))
     curves, verdicts = [], []
     if not files:
-        return pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame()
+        return pd.DataFrame(), pd.DataFrame()
     cfg = TrialConfig.from_dict(load_checkpoint(files[0])["config"])
     ds = load_dataset(cfg.data.dataset, build.prep(cfg), cfg.data.data_root, cache_dir)
     x_img, x_mask = _fixed_batch(cfg, ds, images)
@@ -124,7 +123,7 @@ def analyse_trial(folder: Path, images: int = 32, draws: int = 16, seed: int = 0
         verdicts.append({"trial": folder.name, "experiment": cfg.experiment, "dataset": cfg.data.dataset,
                          "step": step, "images": images, "draws": draws, **dip_verdict(np.asarray(grid), point,
                                                                                         reps)})
-    return pd.DataFrame(curves).astype(CURVE_COLUMNS), pd.DataFrame(verdicts)
+    return pd.DataFrame(curves), pd.DataFrame(verdicts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,19 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    folders = sorted(p.parent for p in (a.runs / "trials").glob(f"*/{EMA_CHECKPOINTS}"))
+    runs = StudyFolder(a.runs)
+    folders = [p.parent for p in runs.trial_dirs(f"*/{EMA_CHECKPOINTS}")]
     if not folders:
-        print(f"error: {a.runs / 'trials'}: no trial folder holds {EMA_CHECKPOINTS}/ (train.keep_checkpoints)",
+        print(f"error: {runs.root}: no trial folder holds {EMA_CHECKPOINTS}/ (train.keep_checkpoints)",
               file=sys.stderr)
         return 2
-    parts = [analyse_trial(f, a.images, a.draws, cache_dir=a.runs / "cache") for f in folders]
+    parts = [analyse_trial(f, a.images, a.draws, cache_dir=runs.cache) for f in folders]
     curves = pd.concat([c for c, _ in parts], ignore_index=True)
     verdicts = pd.concat([v for _, v in parts], ignore_index=True)
-    dest = export_dir(a.runs, a.study)
-    dest.mkdir(parents=True, exist_ok=True)
     for name, df in (("loss_over_t", curves), ("loss_over_t_verdicts", verdicts)):
-        with atomic_path(dest / f"{name}.parquet") as tmp:
-            df.to_parquet(tmp, index=False)
+        with atomic_path(runs.export_table(a.study, name)) as tmp:
+            conform(name, df).to_parquet(tmp, index=False)
     if a.json:
         print(json.dumps(verdicts.to_dict("records"), indent=1))
     else:

@@ -8,7 +8,8 @@ import json
 import sys
 
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
-           "quality": "quality", "study": "study"}
+           "quality": "quality", "study": "study", "cluster": "cluster", "gpu": "gpu"}
+ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=[*BENCHES, "all"])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
-    names = list(BENCHES) if args.name == "all" else [args.name]
+    names = list(ALL) if args.name == "all" else [args.name]
     results = {}
     for name in names:
         mod = importlib.import_module(f"diffseg.bench.{BENCHES[name]}")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mod.table(results[name]))
     if args.json:
         print(json.dumps(results[names[0]] if len(names) == 1 else results))
-    return 0
+    return 0 if all(r.get("passed", True) for r in results.values()) else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ EMA time."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -86,30 +88,40 @@ def _trial_cfg(budget: str, arch: str) -> TrialConfig:
                                   "experiment": FEED_FORWARD if arch in REFERENCE_ARCHITECTURES else SEGMENTATION})
 
 
-def bench_model(cfg: TrialConfig, steps: int = 3) -> dict:
+def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu") -> dict:
+    """On ``cuda``: bf16 autocast, as a trial with ``train.bf16`` trains."""
     res, bs = cfg.data.resolution, cfg.train.batch_size
-    model = build.model(cfg, 3)
+    dev = torch.device(device)
+    model = build.model(cfg, 3).to(dev)
     ctx = build.diffusion_context(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ema = _ema(model, cfg.train.ema_decay)
     mode = MODES[cfg.experiment]
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(bs, 3, res, res)
-    masks = torch.where(torch.randn(bs, 1, res, res) > 0, 1.0, -1.0)
-    with FlopCounterMode(display=False) as fc:
+    g = torch.Generator(device=dev).manual_seed(0)
+    images = torch.randn(bs, 3, res, res, device=dev)
+    masks = torch.where(torch.randn(bs, 1, res, res, device=dev) > 0, 1.0, -1.0)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with FlopCounterMode(display=False) as fc, amp:
         mode.train_step(model, ctx, images, masks, g).loss.mean().backward()
     flops = fc.get_total_flops()
     parts = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "ema": 0.0}
     for i in range(steps + 1):  # the first step warms up and is not timed
+        sync()
         t = [time.perf_counter()]
-        loss = mode.train_step(model, ctx, images, masks, g).loss.mean()
+        with amp:
+            loss = mode.train_step(model, ctx, images, masks, g).loss.mean()
+        sync()
         t.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t.append(time.perf_counter())
         opt.step()
+        sync()
         t.append(time.perf_counter())
         ema.update_parameters(model)
+        sync()
         t.append(time.perf_counter())
         if i:
             for k, a, b in zip(parts, t, t[1:], strict=False):
@@ -122,17 +134,20 @@ def bench_model(cfg: TrialConfig, steps: int = 3) -> dict:
 
 def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
         peak_sizes=(512, 1024, 2048, 4096)) -> dict:
+    """On a CUDA machine the models train there (bf16 autocast) and MFU is against the card's data-sheet peak."""
     models = {}
     load = os.getloadavg()[0]  # other work on the machine skews every figure (seen: MFU 0.23 under load, 0.69 idle)
-    kernels = matmul_peak(peak_sizes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kernels = matmul_peak(peak_sizes) if device == "cpu" else {"data_sheet": theoretical_peak()["flops"] or math.inf}
     for arch in archs:
         for size in sizes:
             cfg = _trial_cfg(size, arch)
-            models[f"{arch}/{size}"] = bench_model(cfg, steps)
+            models[f"{arch}/{size}"] = bench_model(cfg, steps, device)
             key = f"conv3x3_{cfg.train.batch_size}x{cfg.model.base_channels}x{cfg.data.resolution}"
-            if key not in kernels:
+            if device == "cpu" and key not in kernels:
                 kernels[key] = conv_flops(cfg.train.batch_size, cfg.model.base_channels, cfg.data.resolution)
-    kernels.update({f"{k}_again": v for k, v in matmul_peak(peak_sizes[1:3]).items()})  # clocks drift in a run
+    if device == "cpu":
+        kernels.update({f"{k}_again": v for k, v in matmul_peak(peak_sizes[1:3]).items()})  # clocks drift in a run
     peak = max(kernels.values())
     for m in models.values():
         m["mfu"] = m["achieved_flops"] / peak

@@ -33,7 +33,8 @@ def _trained(dataset: str, out: str, images: int) -> Trial:
 
 def evaluate(trial: Trial, sampler: str, steps: int, members: int = 10) -> dict:
     cfg = trial.cfg
-    trial.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, sampler=sampler, eta=0.0))
+    trial.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, sampler=sampler, eta=0.0 if sampler == "ddim" else None))
     _, images, masks = trial._split_tensors("test", cfg.eval.test_max_images)
     t0 = time.perf_counter()
     members_x0 = trial.predict(trial.ema.module, images, masks, members, steps, cfg.seed + 4).cpu()

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..experiments.result import export_dir
-from ..studies.cli import TRIAL_PHASES
+from ..experiments.result import PLATFORM_PHASES, TRIAL_PHASE_LABELS
+from ..folder import StudyFolder
 from ..studies.spec import load_spec
 
-PLATFORM_PHASES = ("mlflow_s", "model_logging_s", "ray_report_s")  # trial phases a plain loop does not have
 STUDY, BUDGET = "weighting_schedules", "smoke"  # the README's smoke study (make study)
 LOOP_TIMING = "loop_timing.json"  # the plain loop's summed trial phases and wall time, in its output folder
 
@@ -39,7 +38,7 @@ def plain_loop(out: str, threads: str) -> None:
     from ..studies.plan import build_plan
 
     root = Path(out)
-    plan = build_plan(load_spec(STUDY), BUDGET, None, None, root, root / "cache")
+    plan = build_plan(load_spec(STUDY), BUDGET, None, None, StudyFolder(root))
     timing: dict[str, float] = {"wall_s": 0.0}
     for i, p in enumerate(plan):
         t0 = time.monotonic()
@@ -70,10 +69,10 @@ def run() -> dict:
                          Path(tmp) / "study.log")
         loop_s = _timed([sys.executable, "-c", "import sys; from diffseg.bench.study import plain_loop; "
                          "plain_loop(*sys.argv[1:])", str(loop), str(cpus)], Path(tmp) / "loop.log")
-        trials = pd.read_parquet(export_dir(out, STUDY) / "trials.parquet")
+        trials = pd.read_parquet(StudyFolder(out).export_table(STUDY, "trials"))
         loop_timing = json.loads((loop / LOOP_TIMING).read_text())
     study_phases = {k.removeprefix("time_"): float(trials[k].sum()) for k in trials
-                    if k.startswith("time_") and k.removeprefix("time_") in TRIAL_PHASES}
+                    if k.startswith("time_") and k.removeprefix("time_") in TRIAL_PHASE_LABELS}
     # by phase: outside the trials (one at a time), the study's time less the loop's; plus the platform's calls
     # inside the study's trials
     outside = study_s - float(trials.wall_time_s.sum())
@@ -85,7 +84,7 @@ def run() -> dict:
             "outside_trials_s": outside, "loop_outside_trials_s": loop_outside, "platform_in_trials_s": inside,
             "platform_fraction": (outside - loop_outside + inside) / study_s,
             "per_study_s": outside - loop_outside, "per_trial_s": inside / n,
-            "trial_phases_s": {TRIAL_PHASES[k]: {"study": v, "loop": loop_timing.get(k)}
+            "trial_phases_s": {TRIAL_PHASE_LABELS[k]: {"study": v, "loop": loop_timing.get(k)}
                                for k, v in study_phases.items()}}
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..io import atomic_write_text, file_sha256
+from ..files import atomic_write_text, file_sha256
 
 CACHE_VERSION = 1
 

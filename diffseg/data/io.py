@@ -31,15 +31,6 @@ def read_image(path: Path) -> np.ndarray:
         raise ReadError(f"{path}: unreadable or truncated image ({exc})") from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the header only."""
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ReadError(f"{path}: unreadable image ({exc})") from None
-
-
 def decode_mask(raw: np.ndarray, path: Path, encoding: str = "auto", colour_key=(255, 0, 0)) -> np.ndarray:
     """Raw mask pixels -> bool (H, W), checking the declared encoding."""
     if encoding == "rgb":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_dir, digest, locked, safe_name
+from ..files import atomic_dir, digest, locked, safe_name
 from . import readers
 from .cache import CACHE_VERSION, HashIndex, default_cache_dir
 from .errors import DatasetError

@@ -10,8 +10,10 @@ Ensembles are folded into the batch: N members of B conditions are one batch of 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -88,6 +90,26 @@ def sample(
 SAMPLERS: Registry[Callable[..., Tensor]] = Registry("sampler")  # name -> fn(model, schedule, shape, **sample kw)
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How a sampler runs: ``steps`` (None: all T), ``spacing`` of the respaced steps, ``eta`` (None: the sampler's
+    own; only DDIM takes one), ``clip_x0``. ``for_sampler`` gives a sampler exactly the options it supports and
+    refuses one it does not (``eta`` for DDPM, whose eta is 1, or for the deterministic DPM-Solver++)."""
+    steps: int | None = None
+    spacing: str = "trailing"
+    eta: float | None = None
+    clip_x0: bool = False
+
+    def for_sampler(self, name: str) -> dict[str, object]:
+        kw = {"steps": self.steps, "spacing": self.spacing, "clip_x0": self.clip_x0}
+        if self.eta is not None:
+            if "eta" not in inspect.signature(SAMPLERS[name]).parameters:
+                raise ValueError(f"sampler {name!r} takes no eta (got eta = {self.eta}); it is DDIM's option "
+                                 "(ddpm: eta = 1, dpmpp_2m: deterministic): leave eval.eta unset")
+            kw["eta"] = self.eta
+        return kw
+
+
 def _start(schedule, shape, cond, target, steps, spacing, ensemble, noise, generator, device):
     """What every sampler does first: refuse eps at SNR(T) = 0, fold the members into the batch, draw x_T."""
     if target == "eps" and float(schedule.alphas_cumprod[-1]) == 0.0:
@@ -113,7 +135,6 @@ def dpmpp_2m(
     target: str = "eps",
     steps: int | None = None,
     spacing: str = "trailing",
-    eta: float = 0.0,
     clip_x0: bool = False,
     ensemble: int = 1,
     noise: Tensor | None = None,
@@ -124,8 +145,8 @@ def dpmpp_2m(
     ``algorithm_type="dpmsolver++"``, ``solver_order=2``, ``final_sigmas_type="zero"``): with
     lambda = log(alpha / sigma), h = lambda_next - lambda_t and the data predictions D_t (clipped when
     ``clip_x0``), x_next = (sigma_next / sigma_t) x_t - alpha_next (exp(-h) - 1) D, where D = D_t on the first and
-    the final step and D = (1 + 1 / (2 r)) D_t - 1 / (2 r) D_prev with r = h_prev / h otherwise. Deterministic
-    (``eta`` is ignored)."""
+    the final step and D = (1 + 1 / (2 r)) D_t - 1 / (2 r) D_prev with r = h_prev / h otherwise. Deterministic: it
+    takes no ``eta``."""
     x, cond, seq, device, (B, n, rest) = _start(schedule, shape, cond, target, steps, spacing, ensemble, noise,
                                                 generator, device)
     ab = schedule.alphas_cumprod
@@ -155,15 +176,16 @@ def dpmpp_2m(
 
 
 @SAMPLERS.register("ddpm")
-def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
-    """Ancestral DDPM sampling (eta = 1; full T steps unless ``steps`` is given, else respaced)."""
-    return sample(model, schedule, shape, **{**kw, "eta": 1.0})
+def ddpm_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], *, cond: Tensor | None = None,
+                target: str = "eps", steps: int | None = None, spacing: str = "trailing", clip_x0: bool = False,
+                ensemble: int = 1, noise: Tensor | None = None, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """Ancestral DDPM sampling: DDIM with eta = 1 (full T steps unless ``steps`` is given, else respaced)."""
+    return sample(model, schedule, shape, cond=cond, target=target, steps=steps, spacing=spacing, eta=1.0,
+                  clip_x0=clip_x0, ensemble=ensemble, noise=noise, generator=generator, device=device)
 
 
-@SAMPLERS.register("ddim")
-def ddim_sample(model: ModelFn, schedule: Schedule, shape: tuple[int, ...], **kw) -> Tensor:
-    """DDIM with the given ``eta`` (0: deterministic)."""
-    return sample(model, schedule, shape, **kw)
+ddim_sample = SAMPLERS.register("ddim")(sample)  # DDIM with the given ``eta`` (0: deterministic)
 
 
 SAMPLERS.register("dpmpp_2m")(dpmpp_2m)

@@ -5,13 +5,13 @@ Unknown keys are errors that list the allowed ones. ``TrialConfig.to_dict()`` ro
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from ..diffusion import SAMPLERS, SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLERS, WEIGHTINGS
+from ..diffusion.sampling import SamplingOptions
 from ..diffusion.schedules import MODIFIERS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
 from ..registry import suggest
@@ -72,10 +72,10 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     ensemble: int = 5
-    sampler: str = "ddim"  # a name of diffusion.SAMPLERS; runs eval.steps steps (ddpm: eta = 1)
+    sampler: str = "ddim"  # a name of diffusion.SAMPLERS; runs eval.steps steps
     steps: int = 20
     spacing: str = "trailing"
-    eta: float = 0.0
+    eta: float | None = None  # DDIM's option only (None: 0, deterministic); ddpm has eta = 1, dpmpp_2m none
     clip_x0: bool = True
     val_ensemble: int = 2
     val_steps: int = 10
@@ -187,6 +187,11 @@ def _choice(value, allowed, where):
         raise ValueError(f"{where}={value!r} is not allowed; {suggest(value, allowed)}")
 
 
+def sampling_options(ev: EvalConfig) -> SamplingOptions:
+    """The sampler options of an evaluation."""
+    return SamplingOptions(ev.steps, ev.spacing, ev.eta, ev.clip_x0)
+
+
 def _validate(c: TrialConfig) -> None:
     _choice(c.experiment, EXPERIMENTS, "experiment")
     _choice(c.model.architecture, ARCHITECTURES, "model.architecture")
@@ -200,6 +205,10 @@ def _validate(c: TrialConfig) -> None:
     _choice(d.timestep_sampler, TIMESTEP_SAMPLERS, "diffusion.timestep_sampler")
     _choice(c.eval.sampler, SAMPLERS, "eval.sampler")
     _choice(c.eval.spacing, SPACINGS, "eval.spacing")
+    try:
+        sampling_options(c.eval).for_sampler(c.eval.sampler)
+    except ValueError as exc:
+        raise ValueError(f"eval.eta: {exc}") from None
     for where, registry, name, args, params in (
             ("diffusion.weighting_params", WEIGHTINGS, d.weighting, (), d.weighting_params),
             ("diffusion.schedule_params", SCHEDULES, d.schedule, (d.T,),
@@ -235,14 +244,3 @@ def _validate(c: TrialConfig) -> None:
         raise ValueError(f"train.keep_checkpoints {bad} must be positive training steps")
     if not 0 <= c.train.ema_decay < 1:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {c.train.ema_decay}")
-
-
-def replace(cfg: TrialConfig, **sections: dict[str, Any]) -> TrialConfig:
-    """Copy with some fields of some sections replaced, e.g. replace(cfg, train={"steps": 10})."""
-    updates = {}
-    for name, changes in sections.items():
-        if name in SECTIONS:
-            updates[name] = dataclasses.replace(getattr(cfg, name), **changes)
-        else:
-            updates[name] = changes
-    return dataclasses.replace(cfg, **updates)

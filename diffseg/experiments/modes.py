@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..diffusion import SAMPLERS, Schedule, TimestepSampler, make_target, q_sample
 from ..diffusion.loss import eps_space_mse, weighted_loss
 from ..diffusion.targets import to_x0
+from .config import sampling_options
 from .kinds import EXPERIMENTS, FEED_FORWARD, GENERATION, MASK_ONLY, SEGMENTATION, Experiment
 
 Tensor = torch.Tensor
@@ -116,8 +117,8 @@ class Mode:
         _, cond = self.split_batch(images, masks)
         shape = (cond.shape[0], self.data_channels(3), *cond.shape[-2:])
         return SAMPLERS[ev.sampler](lambda x, t, c: model(x, t, c), ctx.schedule, shape, cond=cond,
-                                    target=ctx.target, steps=ev.steps, spacing=ev.spacing, eta=ev.eta,
-                                    clip_x0=ev.clip_x0, ensemble=n, generator=g, device=cond.device)
+                                    target=ctx.target, ensemble=n, generator=g, device=cond.device,
+                                    **sampling_options(ev).for_sampler(ev.sampler))
 
     @torch.no_grad()
     def x0_error(self, model, ctx, x0, cond, t_grid, g: torch.Generator) -> list[float]:

@@ -70,7 +70,9 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         ev = self.cfg.eval
-        ev = dataclasses.replace(ev, steps=steps or ev.steps, sampler=sampler or ev.sampler)
+        # another sampler than the trial's does not inherit the trial sampler's eta (DDIM's option only)
+        ev = dataclasses.replace(ev, steps=steps or ev.steps, sampler=sampler or ev.sampler,
+                                 eta=ev.eta if (sampler or ev.sampler) == ev.sampler else None)
         n = 1 if self.cfg.experiment == FEED_FORWARD and self.cfg.model.architecture in REFERENCE_ARCHITECTURES \
             else (ensemble or ev.ensemble)
         h, w = image.shape[:2]

@@ -1,11 +1,11 @@
 """The trial-result contract: what ``train_trial`` returns and what tracking, export, report and the trained-curve
-reader read. Statuses, curve kinds, selection rules and export file names are defined here once and imported.
+reader read. Statuses, curve kinds, which weights are evaluated, a trial's files and its timing phases are
+defined here once and imported.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 # --- statuses of a trial (the exported ``status`` column) ---------------------------------------------------------
@@ -28,23 +28,20 @@ BEST_VAL = "best_val"  # the EMA weights of the best validation
 FINAL_EMA = "final_ema"  # the last EMA weights (data.retrain: validation was trained on)
 
 
-# --- export files (``<out>/exports/<study>/<name>.parquet`` and ``study.json``) -------------------------------------
-EXPORT_TABLES = ("trials", "config_curves", "history", "curves", "images", "reliability", "conditioning",
-                 "comparisons")
-STUDY_META = "study.json"
+# --- files of a trial ------------------------------------------------------------------------------------------
 RESULT_ARTIFACT = "result.json"  # the TrialResult of a child run, as JSON (what the export reads)
 WEIGHTS_FILE = "selected_weights.pt"  # in a trial's output folder: the selected EMA weights (``selection``)
 EMA_CHECKPOINTS = "ema_checkpoints"  # in a trial's output folder: step{N}.pt, EMA weights at train.keep_checkpoints
 
-
-def export_dir(out: Path, study: str) -> Path:
-    return Path(out) / "exports" / study
-
-
-def export_path(out: Path, study: str, table: str) -> Path:
-    if table not in EXPORT_TABLES:
-        raise ValueError(f"unknown export table {table!r}; allowed: {list(EXPORT_TABLES)}")
-    return export_dir(out, study) / f"{table}.parquet"
+# --- timing phases of a trial (``TrialResult.timing``, seconds; ``time_<phase>`` in trials.parquet) -----------------
+TRAIN_STEPS, VALIDATION, CHECKPOINT = "train_steps_s", "validation_s", "checkpoint_s"
+FINAL_ENSEMBLE, CURVES = "final_ensemble_s", "curves_s"  # the evaluation phases (a re-evaluation measures these)
+MLFLOW, MODEL_LOGGING, RAY_REPORT = "mlflow_s", "model_logging_s", "ray_report_s"  # the platform's, in a study
+TRAINING_PHASES = (TRAIN_STEPS, VALIDATION, CHECKPOINT, FINAL_ENSEMBLE, CURVES)
+PLATFORM_PHASES = (MLFLOW, MODEL_LOGGING, RAY_REPORT)
+TRIAL_PHASE_LABELS = {TRAIN_STEPS: "training steps", VALIDATION: "validation sampling",
+                      FINAL_ENSEMBLE: "final ensemble", CURVES: "analysis curves", CHECKPOINT: "checkpoints",
+                      MLFLOW: "MLflow logging", MODEL_LOGGING: "model logging", RAY_REPORT: "Ray reports"}
 
 
 @dataclass

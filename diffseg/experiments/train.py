@@ -40,7 +40,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ..data import BatchSampler, load_dataset, spread_subset, to_tensors
-from ..io import atomic_path
+from ..files import atomic_path
 from ..masks import SOFT, VOTE, ensemble_summary
 from ..metrics import ece, iou
 from ..models import REFERENCE_ARCHITECTURES, count_params
@@ -51,13 +51,19 @@ from .kinds import SELECTION
 from .modes import MODES, Mode
 from .result import (
     BEST_VAL,
+    CHECKPOINT,
+    CURVES,
     EARLY_STOPPED,
     EMA_CHECKPOINTS,
     FINAL_EMA,
+    FINAL_ENSEMBLE,
     NAN_LOSS,
     OK,
     TRAIN_LOSS,
     TRAIN_LOSS_WEIGHTED,
+    TRAIN_STEPS,
+    TRAINING_PHASES,
+    VALIDATION,
     WEIGHTS_FILE,
     Curve,
     TrialResult,
@@ -166,8 +172,7 @@ class Trial:
         self.best: dict[str, Any] = {"value": None, "step": 0, "ema": None}
         self.bad_validations = 0
         # where this invocation's time goes (seconds; a resumed trial counts from its resume)
-        self.timing = {"train_steps_s": 0.0, "validation_s": 0.0, "checkpoint_s": 0.0, "final_ensemble_s": 0.0,
-                       "curves_s": 0.0}
+        self.timing = dict.fromkeys(TRAINING_PHASES, 0.0)
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -317,7 +322,7 @@ class Trial:
         while self.step < cfg.train.steps:
             t = time.perf_counter()
             loss = self.train_step()
-            clock["train_steps_s"] += time.perf_counter() - t
+            clock[TRAIN_STEPS] += time.perf_counter() - t
             self.step += 1
             if not np.isfinite(loss):
                 status = NAN_LOSS
@@ -333,7 +338,7 @@ class Trial:
                 t = time.perf_counter()
                 metrics = {"step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                            **self.validate()}
-                clock["validation_s"] += time.perf_counter() - t
+                clock[VALIDATION] += time.perf_counter() - t
                 losses = []
                 value = metrics[SELECTION[cfg.experiment].metric]
                 if cfg.data.retrain or self._improved(value):  # retrain: val was trained on, keep the latest
@@ -345,7 +350,7 @@ class Trial:
                 self.history.append(metrics)
                 t = time.perf_counter()
                 ckpt = self.save_checkpoint()
-                clock["checkpoint_s"] += time.perf_counter() - t
+                clock[CHECKPOINT] += time.perf_counter() - t
                 if self.report is not None:
                     self.report(dict(metrics), str(ckpt))
                 if cfg.train.patience is not None and self.bad_validations >= cfg.train.patience:
@@ -388,7 +393,7 @@ class Trial:
                                    rule=rule)
             if gallery:
                 result.artifacts["gallery"] = str(gallery)
-        self.timing["final_ensemble_s"] = time.perf_counter() - t_eval
+        self.timing[FINAL_ENSEMBLE] = time.perf_counter() - t_eval
         t_curves = time.perf_counter()
         if self.mode.diffusion:
             grid = t_grid(self.ctx.T, ev.curve_points)
@@ -407,7 +412,7 @@ class Trial:
             if not self.kind.segments:
                 result.metrics["test_x0_error"] = float(np.mean(result.curves[0].value))
         result.metrics["best_val"] = float(self.best["value"])
-        self.timing["curves_s"] = time.perf_counter() - t_curves
+        self.timing[CURVES] = time.perf_counter() - t_curves
         result.eval_time_s = time.perf_counter() - t_eval
         if self.checkpoint_dir is not None:
             result.artifacts["checkpoint"] = str(self.checkpoint_dir)

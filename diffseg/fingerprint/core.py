@@ -20,7 +20,7 @@ import numpy as np
 from ..data import PrepConfig, load_dataset
 from ..diffusion import Schedule, make_schedule, make_weighting
 from ..experiments import build
-from ..io import atomic_write_text, digest, safe_name
+from ..files import atomic_write_text, digest, safe_name
 from .derive import LOST, RECOVERED, crossing_t, derive, first_at_least
 from .information import mask_error_curve, pooled_snr_for_error, pooling_area_histogram, prior_error
 from .stats import mask_statistics

@@ -8,27 +8,25 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..folder import StudyFolder, is_server
 from .data import NoExports, StudyData, load_study
 from .html import render
 from .sections import build_sections
 
 
-def tracking_uri(d: StudyData, given: str | None = None) -> str:
-    """``given`` (--tracking-uri), else the server the study recorded, else the runs folder's own store (wherever
-    the folder is now)."""
-    from ..studies.tracking import default_tracking_uri
-
-    return given or d.meta.get("tracking_uri") or default_tracking_uri(d.runs)
-
-
-def attach_to_mlflow(d: StudyData, out: Path, uri: str) -> str | None:
+def attach_to_mlflow(d: StudyData, out: Path, given: str | None) -> str | None:
+    """Attach the report to the study's parent run in its tracking store (``studies.tracking.store_for``: the
+    given URI, else the server the study recorded, else the runs folder's own store wherever the folder is now);
+    a note when that is not possible."""
     parent = d.meta.get("parent_run_id")
     if not parent:
         return "no parent run in study.json"
     try:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(uri)
+        from ..studies.tracking import store_for
+
+        client = MlflowClient(store_for(StudyFolder(d.runs), given, d.study))
         client.log_artifact(parent, str(out / "report.html"), "report")
         client.log_artifacts(parent, str(out / "charts"), "report/charts")
     except Exception as exc:
@@ -39,13 +37,12 @@ def attach_to_mlflow(d: StudyData, out: Path, uri: str) -> str | None:
 def make_report(study: str, runs: Path, out: Path | None = None, attach: bool = True,
                 uri: str | None = None) -> dict:
     d = load_study(runs, study)
-    d.mlflow_url = next((u for u in (uri, d.meta.get("tracking_uri")) if u and u.startswith(("http://", "https://"))),
-                        None)
-    out = out or runs / "reports" / study
+    d.mlflow_url = next((u for u in (uri, d.meta.get("tracking_uri")) if is_server(u)), None)
+    out = out or StudyFolder(runs).reports(study)
     result = render(f"diffseg study report: {study}", build_sections(d), out)
     result["notes"] = list(d.notes)
     if attach:
-        note = attach_to_mlflow(d, out, tracking_uri(d, uri))
+        note = attach_to_mlflow(d, out, uri)
         if note:
             result["notes"].append(note)
     return result

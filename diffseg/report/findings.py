@@ -30,14 +30,14 @@ import pandas as pd
 from scipy import stats as sstats
 
 from ..analysis.dip import DIP, NO_DIP, RISE, UNDECIDED, dip_statistics
-from ..experiments import build
 from ..experiments.kinds import FEED_FORWARD, GENERATION, MASK_ONLY, SEGMENTATION, SEGMENTING, title
-from ..experiments.result import MASK_ERROR, TRAIN_LOSS, export_dir
+from ..experiments.result import MASK_ERROR, TRAIN_LOSS
 from ..experiments.selection import best_trials, rank_arms
 from ..fingerprint import trained_agreement
-from ..fingerprint.core import fingerprint_masks
+from ..folder import StudyFolder
 from ..metrics import fmt_ci, mean_ci
 from ..metrics.cases import case_means, fmt_cases, paired_case_differences, summarise_cases
+from ..studies.schema import read
 
 MONOTONE_RHO, CLOSE_GAP, E3_FLOOR = -0.9, 0.1, 0.05
 
@@ -79,10 +79,10 @@ def loss_shape(d) -> pd.DataFrame:
 
 def loss_over_t(runs, study: str = "long_training") -> pd.DataFrame:
     """The post-hoc dip verdict per trial and kept checkpoint (``analysis.loss_over_t`` exports), or empty."""
-    path = export_dir(runs, study) / "loss_over_t_verdicts.parquet"
-    if not path.exists():
+    folder = StudyFolder(runs)
+    if not folder.export_table(study, "loss_over_t_verdicts").exists():
         return pd.DataFrame()
-    v = pd.read_parquet(path).sort_values(["experiment", "step"])
+    v = read(folder.exports(study), "loss_over_t_verdicts").sort_values(["experiment", "step"])
     task = v.experiment.map(title)
     return pd.DataFrame({
         "dataset": v.dataset, "task": task, "checkpoint step": v.step, "n": v.images.astype(str) + " images x "
@@ -99,10 +99,10 @@ def loss_over_t_chart(runs, study: str = "long_training"):
     (dashed), one panel per task; None without ``loss_over_t.parquet``."""
     import altair as alt
 
-    path = export_dir(runs, study) / "loss_over_t.parquet"
-    if not path.exists():
+    folder = StudyFolder(runs)
+    if not folder.export_table(study, "loss_over_t").exists():
         return None
-    c = pd.read_parquet(path)
+    c = read(folder.exports(study), "loss_over_t")
     c = c.assign(task=c.experiment.map(title), **{"t + 1": c.t + 1, "checkpoint": c.step.astype(str)})
     opt = c[c.optimal.notna() & (c.step == c.step.max())].assign(curve="optimal mask denoiser (SNR x MMSE)")
     x = alt.X("t + 1:Q", title="diffusion step t + 1 (log scale)", scale=alt.Scale(type="log"))
@@ -150,30 +150,14 @@ def conditioning_gap(d) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _eval_masks(d, row, limit_key: str):
-    """(config, dataset, indices) of the test samples that a trial's evaluation capped by ``cfg.eval.<limit_key>``
-    used (``data.spread_subset``, as the trial chose them)."""
-    from ..data import load_dataset, spread_subset
-    from .data import trial_config
-
-    cfg = trial_config(row, d.config_curves)
-    data = load_dataset(row["dataset"], build.prep(cfg), cfg.data.data_root, d.runs / "cache")
-    idx = data.splits(cfg.data.split_seed, cfg.data.val_fraction, cfg.data.test_fraction)["test"]
-    idx = spread_subset(idx, data.case_ids, getattr(cfg.eval, limit_key), cfg.data.split_seed)
-    return cfg, data, idx
-
-
 def fingerprint_agreement(d) -> pd.DataFrame:
     rows = []
     e3 = _curves(d, MASK_ERROR, (MASK_ONLY,))
-    trials = d.ok_trials()
     for ds, fp in sorted(d.fingerprints.items()):
-        per, same_tf = [], None
-        for tid, tr in e3[e3.dataset == ds].groupby("trial_id"):
-            if same_tf is None:  # the test masks E3's curve was measured on (evaluation only: not leakage)
-                cfg, data, idx = _eval_masks(d, trials[trials.trial_id == tid].iloc[0], "curve_max_images")
-                same_tf = fingerprint_masks(np.asarray(data.masks)[idx], build.schedule(cfg, base=True))[
-                    "training_free"]
+        per = []
+        test = d.test_fingerprints.get(ds)  # of the test masks E3's curve was measured on (evaluation only)
+        same_tf = test["training_free"] if test else None
+        for _, tr in e3[e3.dataset == ds].groupby("trial_id") if test else ():
             tr = tr.sort_values("t")
             per.append(trained_agreement(same_tf["error"], tr.t.astype(int).tolist(), tr.value.tolist(),
                                          same_tf["prior_fg"]))
@@ -185,7 +169,7 @@ def fingerprint_agreement(d) -> pd.DataFrame:
         row = {"dataset": ds, "masks (train+val)": fp["split"]["samples"], "resolution (px)": fp["resolution"],
                "t_half training-free (train+val)": tf["t_half"]}
         if per:
-            row.update({"test masks": f"{len(idx)} (prior {same_tf['prior_fg']:.3f} vs {tf['prior_fg']:.3f})",
+            row.update({"test masks": f"{test['masks']} (prior {same_tf['prior_fg']:.3f} vs {tf['prior_fg']:.3f})",
                         "t_half training-free (test masks)": same_tf["t_half"],
                         "t_half trained E3 (test masks)": fmt_ci(col("t_half", "trained"), 0)})
             for key, name in (("t_half", "|Δ t_half|"), ("t_005", "|Δ t at 0.05|"), ("t_095", "|Δ t at 0.95|")):
@@ -282,21 +266,18 @@ def arm_ranks(d) -> pd.DataFrame:
 
 
 def training_free_baseline(d) -> pd.DataFrame:
-    """Blur + Otsu (``metrics.blur_otsu``) on exactly the test images the trials were evaluated on, beside the
-    trials' test IoU per experiment and architecture: a learned model must beat it to show it learned anything."""
-    from ..metrics import blur_otsu_iou
-
+    """Blur + Otsu (``metrics.blur_otsu``; exported by the study on exactly the test images the trials were
+    evaluated on) beside the trials' test IoU per experiment and architecture: a learned model must beat it to show
+    it learned anything."""
     t = d.ok_trials()
     t = t[t.experiment.isin(SEGMENTING)]
     rows = []
-    for ds, grp in t.groupby("dataset"):
-        _, data, idx = _eval_masks(d, grp.iloc[0], "test_max_images")
-        base = float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))
-        for (arch, exp, arm), trials in grp.groupby(["architecture", "experiment", "arm"]):
+    for b in d.baselines.itertuples():
+        for (arch, exp, arm), trials in t[t.dataset == b.dataset].groupby(["architecture", "experiment", "arm"]):
             _, lo, _, n = mean_ci(trials.test_iou)
-            rows.append({"dataset": ds, "test images": len(idx), "blur + Otsu IoU": round(base, 3),
+            rows.append({"dataset": b.dataset, "test images": b.test_images, "blur + Otsu IoU": round(b.iou, 3),
                          "model": f"{arch} {exp.upper()} ({arm})", "model IoU": fmt_ci(trials.test_iou),
-                         "beats the baseline": ("yes (lower 95 % bound above it)" if n > 1 and lo > base else
+                         "beats the baseline": ("yes (lower 95 % bound above it)" if n > 1 and lo > b.iou else
                                                 "no" if n > 1 else "one seed: no verdict")})
     return pd.DataFrame(rows)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import vl_convert as vlc
 
-from ..io import atomic_write_text, safe_name
+from ..files import atomic_write_text, safe_name
 from .sections import Section
 
 STYLE = """

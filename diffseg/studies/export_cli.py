@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..experiments.result import export_dir
+from ..folder import StudyFolder
 from .export import export_study
-from .tracking import default_tracking_uri
+from .tracking import store_for
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,17 +18,17 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", required=True, help="study name (its MLflow experiment)")
     p.add_argument("--out", default="runs", help="the folder the study wrote (exports go to <out>/exports/<study>)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite <out>/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: the server the study recorded, else <out>/mlflow.db)")
     p.add_argument("--parent-run-id", default=None, help="the invocation to export (default: the study's latest)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    out = Path(args.out).resolve()
+    folder = StudyFolder(Path(args.out))
     try:
-        paths = export_study(args.tracking_uri or default_tracking_uri(out), args.study, export_dir(out, args.study),
-                             args.parent_run_id)
+        paths = export_study(store_for(folder, args.tracking_uri, args.study), args.study, folder, args.parent_run_id)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.config import TrialConfig
+from ..files import atomic_write_text
 from ..fingerprint import load_or_compute, spec_for_trial
-from ..io import atomic_write_text
-from .spec import FINGERPRINT, StudySpec
+from ..folder import StudyFolder
+from .spec import FINGERPRINT, FINGERPRINT_KEYS, StudySpec
 
 
 @dataclass
@@ -30,8 +31,7 @@ class TrialPoint:
 
 
 def needs_fingerprint(over: dict[str, Any]) -> bool:
-    return any(over.get(k) == FINGERPRINT for k in
-               ("diffusion.weighting", "diffusion.timestep_sampler", "diffusion.final_noise"))
+    return any(over.get(k) == FINGERPRINT for k in FINGERPRINT_KEYS)
 
 
 def resolve_fingerprint(flat: dict[str, Any], fp: dict[str, Any]) -> dict[str, Any]:
@@ -47,15 +47,14 @@ def resolve_fingerprint(flat: dict[str, Any], fp: dict[str, Any]) -> dict[str, A
     return out
 
 
-def fingerprint_for(flat: dict[str, Any], out: Path, cache_dir: Path, data_root,
-                    write: bool = True) -> tuple[dict, Path]:
+def fingerprint_for(flat: dict[str, Any], folder: StudyFolder, data_root, write: bool = True) -> tuple[dict, Path]:
     """The fingerprint of the point's dataset under the point's base schedule (no terminal modifiers)."""
     cfg = TrialConfig.from_dict({k: v for k, v in flat.items() if k != "diffusion.final_noise" and v != FINGERPRINT})
-    return load_or_compute(out / "fingerprints", spec_for_trial(cfg), data_root, cache_dir, write=write)
+    return load_or_compute(folder.fingerprints, spec_for_trial(cfg), data_root, folder.cache, write=write)
 
 
-def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: list[int] | None, out: Path,
-               cache_dir: Path, data_root=None, overrides: dict[str, Any] | None = None,
+def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: list[int] | None,
+               folder: StudyFolder, data_root=None, overrides: dict[str, Any] | None = None,
                write: bool = True) -> list[TrialPoint]:
     """Every trial point; ``overrides`` (dotted keys, e.g. from ``--set``) apply last, to every trial.
     ``write=False`` (dry runs) computes missing fingerprints without writing them."""
@@ -67,12 +66,12 @@ def build_plan(spec: StudySpec, budget: str, datasets: list[str] | None, seeds: 
             overlay, _, _ = spec.for_budget(budget, dataset)
             for arm in spec.arms():
                 flat = {"experiment": spec.experiment, **overlay, **spec.fixed, **arm.overrides,
-                        "data.dataset": dataset, "seed": seed, "data.cache_dir": str(cache_dir), **(overrides or {})}
+                        "data.dataset": dataset, "seed": seed, "data.cache_dir": str(folder.cache), **(overrides or {})}
                 if data_root is not None:
                     flat["data.data_root"] = str(data_root)
                 fp_path = None
                 if needs_fingerprint(flat):
-                    fp, fp_path = fingerprint_for(flat, out, cache_dir, data_root, write)
+                    fp, fp_path = fingerprint_for(flat, folder, data_root, write)
                     flat = resolve_fingerprint(flat, fp)
                 TrialConfig.from_dict(flat).validate()
                 points.append(TrialPoint(arm.label, dataset, seed, flat, str(fp_path) if fp_path else None))
@@ -88,7 +87,6 @@ def describe_plan(points: list[TrialPoint]) -> str:
     return "\n".join(lines)
 
 
-PLAN_FILE = "plan.json"  # beside the study's Ray state: the plan and the study file's hash, for --resume
 _LOCATION_KEYS = ("data.cache_dir", "data.data_root", "output_dir")  # where, not what: a folder may move
 
 
@@ -96,9 +94,10 @@ def study_file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save_plan(folder: Path, study_file: Path, points: list[TrialPoint]) -> Path:
-    """Write the plan with the study file's hash (``folder/PLAN_FILE``), atomically."""
-    path = Path(folder) / PLAN_FILE
+def save_plan(folder: StudyFolder, study: str, study_file: Path, points: list[TrialPoint]) -> Path:
+    """Write the plan with the study file's hash (``folder.plan(study)``, beside the study's Ray state),
+    atomically: what ``--resume`` compares with."""
+    path = folder.plan(study)
     atomic_write_text(path, json.dumps({"study_file": str(study_file), "study_sha256": study_file_hash(study_file),
                                         "points": [p.to_dict() for p in points]}, indent=1))
     return path
@@ -109,10 +108,10 @@ def _what(p: dict[str, Any]) -> tuple:
             tuple(sorted((k, repr(v)) for k, v in p["config"].items() if k not in _LOCATION_KEYS)))
 
 
-def resume_conflict(folder: Path, study_file: Path, points: list[TrialPoint]) -> str | None:
+def resume_conflict(folder: StudyFolder, study: str, study_file: Path, points: list[TrialPoint]) -> str | None:
     """Why ``--resume`` must not continue with this study file and plan (None: it may). A folder written before
     plans were saved has nothing to compare with and may continue."""
-    path = Path(folder) / PLAN_FILE
+    path = folder.plan(study)
     if not path.exists():
         return None
     saved = json.loads(path.read_text())

@@ -25,8 +25,10 @@ from ..data.io import ReadError, read_image
 from ..data.readers import IMAGE_EXTS
 from ..diffusion import SAMPLERS
 from ..experiments.predictor import IncompatibleModel
-from ..io import atomic_path
-from .models import MODEL_NAME, DiffsegSegmenter
+from ..files import atomic_path
+from ..folder import StudyFolder
+from .logged_models import MODEL_NAME, DiffsegSegmenter
+from .tracking import store_for
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 COLUMNS = ["image", "height", "width", "foreground_fraction", "mean_uncertainty", "members", "steps", "sampler",
@@ -47,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the members' noise")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite runs/mlflow.db)")
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the --runs folder's own store)")
+    p.add_argument("--runs", default="runs", help="the study folder whose own MLflow store holds the model (when no "
+                                                  "tracking URI is given; re-pointed if the folder was moved)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that already holds files")
     return p
 
@@ -57,16 +61,14 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def load_segmenter(model: str, tracking_uri: str | None, device: str) -> DiffsegSegmenter:
+def load_segmenter(model: str, tracking_uri: str, device: str) -> DiffsegSegmenter:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = f"runs:/{model}/{MODEL_NAME}" if RUN_ID.match(model) else model
-    mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                            or f"sqlite:///{Path('runs/mlflow.db').resolve()}")
-    os.environ["DIFFSEG_DEVICE"] = device
+    mlflow.set_tracking_uri(tracking_uri)
     try:
-        loaded = mlflow.pyfunc.load_model(uri)
+        loaded = mlflow.pyfunc.load_model(uri, model_config={"device": device})
     except (MlflowException, OSError) as exc:
         raise IncompatibleModel(f"cannot load model {uri!r}: {str(exc).splitlines()[0]}") from None
     inner = loaded.unwrap_python_model() if hasattr(loaded, "unwrap_python_model") else None
@@ -96,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             return _fail(f"--{flag} must be a positive integer")
     try:
-        segmenter = load_segmenter(args.model, args.tracking_uri, args.device)
-    except IncompatibleModel as exc:
+        store = store_for(StudyFolder(Path(args.runs)), args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+        segmenter = load_segmenter(args.model, store, args.device)
+    except (IncompatibleModel, ValueError) as exc:
         return _fail(str(exc))
     pred = segmenter.predictor
     if args.overwrite and out.is_file():

@@ -21,17 +21,19 @@ from mlflow.tracking import MlflowClient
 
 from ..experiments.config import TrialConfig
 from ..experiments.kinds import SEGMENTING
-from ..experiments.result import FINISHED, RESULT_ARTIFACT, WEIGHTS_FILE, TrialResult, export_dir
+from ..experiments.result import CURVES, FINAL_ENSEMBLE, FINISHED, RESULT_ARTIFACT, WEIGHTS_FILE, TrialResult
 from ..experiments.train import Trial, load_checkpoint
-from ..io import atomic_write_text
+from ..files import atomic_write_text
+from ..folder import StudyFolder
 from . import tracking
 from .export import _all_runs, _result, export_study, find_parent
 
 
-def latest_checkpoint(out: Path, study: str, trial_name: str) -> Path:
-    ckpts = sorted((out / "ray" / study / trial_name).glob("checkpoint_*/state.pt"))
+def latest_checkpoint(folder: StudyFolder, study: str, trial_name: str) -> Path:
+    trial = folder.tune_dir(study) / trial_name
+    ckpts = sorted(trial.glob("checkpoint_*/state.pt"))
     if not ckpts:
-        raise FileNotFoundError(f"{out / 'ray' / study / trial_name}: no checkpoint_*/state.pt to re-evaluate")
+        raise FileNotFoundError(f"{trial}: no checkpoint_*/state.pt to re-evaluate")
     return ckpts[-1]
 
 
@@ -41,13 +43,13 @@ def reevaluate_trial(state_path: Path, old: TrialResult) -> TrialResult:
     trial = Trial(TrialConfig.from_dict(state["config"]))
     trial.load_state(state)
     new = trial.finish(old.status, old.train_time_s)
-    new.timing = {**old.timing, **{k: v for k, v in trial.timing.items() if k in ("final_ensemble_s", "curves_s")}}
+    new.timing = {**old.timing, **{k: v for k, v in trial.timing.items() if k in (FINAL_ENSEMBLE, CURVES)}}
     new.artifacts = {k: v for k, v in new.artifacts.items() if k not in ("checkpoint", "weights")}
     (Path(trial.out) / WEIGHTS_FILE).unlink(missing_ok=True)  # the MLflow model holds the weights
     return new
 
 
-def reevaluate_study(tracking_uri: str, study: str, out: Path) -> list[str]:
+def reevaluate_study(tracking_uri: str, study: str, folder: StudyFolder) -> list[str]:
     """Re-evaluate every finished E1/E2 trial; returns their run ids. Every checkpoint is found before any run is
     rewritten."""
     client = MlflowClient(tracking_uri)
@@ -56,14 +58,14 @@ def reevaluate_study(tracking_uri: str, study: str, out: Path) -> list[str]:
     for run in _all_runs(client, exp_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
         old = _result(client, run.info.run_id)  # None: a trial that never finished has nothing to re-evaluate
         if old is not None and old.status in FINISHED and old.config["experiment"] in SEGMENTING:
-            todo.append((run, old, latest_checkpoint(out, study, run.data.tags["ray_trial_name"])))
+            todo.append((run, old, latest_checkpoint(folder, study, run.data.tags["ray_trial_name"])))
     commit = tracking.git_commit()
     for run, old, ckpt in todo:
         new = reevaluate_trial(ckpt, old)
         tracking.log_trial_result(client, run.info.run_id, new)
         client.set_tag(run.info.run_id, "diffseg.reevaluated", commit)
         atomic_write_text(Path(new.output_dir) / RESULT_ARTIFACT, json.dumps(new.to_dict()))
-    export_study(tracking_uri, study, export_dir(out, study))
+    export_study(tracking_uri, study, folder)
     return [run.info.run_id for run, _, _ in todo]
 
 
@@ -71,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffseg.studies.reevaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--study", required=True)
     p.add_argument("--out", default="runs", help="the study folder (--out of run_study)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite <out>/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: the server the study recorded, else <out>/mlflow.db)")
     a = p.parse_args(argv)
-    out = Path(a.out).resolve()
+    folder = StudyFolder(Path(a.out))
     try:
-        runs = reevaluate_study(a.tracking_uri or tracking.default_tracking_uri(out), a.study, out)
+        runs = reevaluate_study(tracking.store_for(folder, a.tracking_uri, a.study), a.study, folder)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"re-evaluated {len(runs)} trials of {a.study}; exports: {export_dir(out, a.study)}")
+    print(f"re-evaluated {len(runs)} trials of {a.study}; exports: {folder.exports(a.study)}")
     return 0
 
 

@@ -24,7 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from ..data.registry import get_spec
 from ..experiments.flat import to_json
-from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
+from ..experiments.result import IMAGE_ERROR, MASK_ERROR, MLFLOW, RESULT_ARTIFACT, TrialResult
+from ..folder import ARTIFACT_ROOT, StudyFolder, choose_tracking_uri, is_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
@@ -74,7 +75,7 @@ def probe(tracking_uri: str, timeout: float = 5.0) -> str | None:
     """None when the tracking store answers, else why not (an HTTP server's ``/health`` within ``timeout`` s)."""
     import urllib.request
 
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_server(tracking_uri):
         return None
     try:
         with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as r:
@@ -96,21 +97,10 @@ def mark_unfinished(client: MlflowClient, exp_id: str, parent_id: str) -> int:
     return len(runs)
 
 
-STORE_DB = "mlflow.db"  # a study folder's own tracking store (when no --tracking-uri is given)
-ARTIFACT_ROOT = "mlartifacts"  # ... and its artifacts
 # where a local MLflow store writes absolute artifact locations (MLflow resolves local paths on write)
 _LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                      ("logged_models", "artifact_location"), ("model_versions", "source"),
                      ("model_versions", "storage_location"))
-
-
-def _store_uri(out: Path) -> str:
-    return f"sqlite:///{(out / STORE_DB).resolve()}"
-
-
-def own_store(tracking_uri: str, out: Path) -> bool:
-    """Whether ``tracking_uri`` is the study folder's own store (recorded relative to the folder, not as a URI)."""
-    return tracking_uri == _store_uri(out)
 
 
 def key_columns_view() -> str:
@@ -130,19 +120,24 @@ def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base}/runs?workflowType=machine_learning&{VIEW_PARAM}={KEY_VIEW}"
 
 
-def default_tracking_uri(out: Path) -> str:
-    """The study folder's own store. A folder that was moved or copied is re-pointed first: the artifact locations
-    MLflow stored as absolute paths under the old folder are rewritten to this folder's ``mlartifacts``."""
-    db = (out / STORE_DB).resolve()
-    if db.exists():
-        old = relocate(db, (out / ARTIFACT_ROOT).resolve().as_uri())
+def store_for(folder: StudyFolder, given: str | None = None, study: str | None = None, create: bool = False) -> str:
+    """The tracking store of a command on a study folder: ``given``, else the server ``study`` recorded, else the
+    folder's own store (``folder.choose_tracking_uri``), which must exist unless ``create`` (a new study). The
+    folder's own store, when it was moved or copied, is re-pointed first: the artifact locations MLflow stored as
+    absolute paths under the old folder are rewritten to this folder's ``mlartifacts``."""
+    uri = choose_tracking_uri(given, folder.recorded_uri(study) if study else None, folder)
+    if folder.owns(uri) and not folder.store_db.exists() and not create:
+        raise ValueError(f"{folder.root}: no MLflow store ({folder.store_db.name}) in this study folder; give the "
+                         "folder a study wrote (run_study.py --out) or --tracking-uri")
+    if folder.owns(uri) and folder.store_db.exists():
+        old = relocate(folder.store_db, folder.artifact_root.as_uri())
         if old:
-            print(f"note: {out} was moved: artifact locations re-pointed from {old}", file=sys.stderr)
+            print(f"note: {folder.root} was moved: artifact locations re-pointed from {old}", file=sys.stderr)
             # MLflow caches each run's artifact repository in-process (by run id): drop the stale locations
             from mlflow.tracking._tracking_service import utils as mlflow_utils
 
             getattr(mlflow_utils, "_artifact_repos_cache", {}).clear()
-    return _store_uri(out)
+    return uri
 
 
 def relocate(db: Path, root_uri: str) -> str | None:
@@ -170,8 +165,8 @@ def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | N
     exp = client.get_experiment_by_name(study)
     if exp is None:
         artifact_location = None
-        if not tracking_uri.startswith(("http://", "https://")):
-            artifact_location = (out / ARTIFACT_ROOT).resolve().as_uri()
+        if not is_server(tracking_uri):
+            artifact_location = StudyFolder(out).artifact_root.as_uri()
         exp_id = client.create_experiment(study, artifact_location=artifact_location)
     else:
         exp_id = exp.experiment_id
@@ -224,6 +219,25 @@ def child_run(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str, 
     return run.info.run_id, False
 
 
+NODE_ID_TAG, NODE_IP_TAG, ATTEMPTS_TAG = "diffseg.node_id", "diffseg.node_ip", "diffseg.attempts"
+
+
+def start_attempt(client: MlflowClient, run_id: str, resumed: bool) -> dict[str, int]:
+    """Record this attempt of a trial on its child run (the Ray node it runs on; the attempt count, which a retry
+    after a dead node or a ``--resume`` raises) and return, for a resumed run, the last step each metric was
+    logged at (empty for a new run)."""
+    import ray
+
+    run = client.get_run(run_id)
+    attempts = int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1
+    client.log_batch(run_id, tags=[RunTag(NODE_ID_TAG, ray.get_runtime_context().get_node_id()),
+                                   RunTag(NODE_IP_TAG, ray.util.get_node_ip_address()),
+                                   RunTag(ATTEMPTS_TAG, str(attempts))])
+    if not resumed:
+        return {}
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+
+
 def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -260,7 +274,7 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
-    result.timing["mlflow_s"] = result.timing.get("mlflow_s", 0.0) + time.perf_counter() - t0
+    result.timing[MLFLOW] = result.timing.get(MLFLOW, 0.0) + time.perf_counter() - t0
     log_json_artifact(client, run_id, result.to_dict(), RESULT_ARTIFACT)
 
 

@@ -15,9 +15,10 @@ from ray import tune
 
 from ..experiments import TrialConfig, train_trial
 from ..experiments.flat import flat_config
-from ..experiments.result import NAN_LOSS, RESULT_ARTIFACT, WEIGHTS_FILE
+from ..experiments.result import MLFLOW, MODEL_LOGGING, NAN_LOSS, RAY_REPORT, RESULT_ARTIFACT, WEIGHTS_FILE
+from ..files import atomic_write_text
 from ..fingerprint import load_fingerprint
-from ..io import atomic_write_text
+from ..folder import StudyFolder
 from . import tracking
 
 
@@ -47,15 +48,16 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     bound with ``tune.with_parameters`` for Optuna studies, whose config holds the sampled values only."""
     tctx = tune.get_context()
     trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
-    out_dir = Path(ctx.out) / "trials" / trial_name  # "<arm>-<dataset>-s<seed>-<trial id>", as Ray's own folder
+    out_dir = StudyFolder(ctx.out).trial(trial_name)  # "<arm>-<dataset>-s<seed>-<trial id>", as Ray's own folder
     point = point or config["point"]
     cfg = trial_config(config, ctx, out_dir, point)
     client = MlflowClient(ctx.tracking_uri)
-    clock = {"mlflow_s": time.perf_counter(), "ray_report_s": 0.0, "model_logging_s": 0.0}
+    clock = {MLFLOW: time.perf_counter(), RAY_REPORT: 0.0, MODEL_LOGGING: 0.0}
     tags = {**ctx.env_tags, "diffseg.study": ctx.study, "budget": ctx.budget, "arm": point["label"],
             "dataset": point["dataset"], "seed": str(point["seed"]), "ray_trial_name": trial_name}
     run_id, resumed = tracking.child_run(client, ctx.experiment_id, ctx.parent_run_id, trial_id,
                                          f"{point['label']} s{point['seed']}", tags)  # dataset: its own column
+    logged = tracking.start_attempt(client, run_id, resumed)  # metric -> last step logged by an earlier attempt
     if not resumed:
         params, _ = flat_config(cfg.to_dict())  # long curves: fingerprint_curve.json, config_curves.parquet
         tracking.log_params(client, run_id, {**params, "arm": point["label"]})
@@ -66,7 +68,7 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
                 "weighting": fp["derived"]["weighting"], "sampling_density": fp["derived"]["sampling_density"],
                 "recommended_logsnr_end": fp["derived"]["recommended_logsnr_end"],
                 "training_free_error": fp["training_free"]["error"], "split": fp["split"]}, "fingerprint_curve.json")
-    clock["mlflow_s"] = time.perf_counter() - clock["mlflow_s"]
+    clock[MLFLOW] = time.perf_counter() - clock[MLFLOW]
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -75,19 +77,19 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         resume_from = Path(checkpoint.to_directory(str(restored)))
 
     def log(metrics: dict[str, float], step: int) -> None:
+        """Steps an earlier attempt of this trial logged (it died after its last checkpoint; the restored attempt
+        replays them from the checkpointed RNG state) are not logged twice."""
         t = time.perf_counter()
-        tracking.log_metrics(client, run_id, metrics, step=step)
-        clock["mlflow_s"] += time.perf_counter() - t
+        tracking.log_metrics(client, run_id, {k: v for k, v in metrics.items() if step > logged.get(k, -1)}, step)
+        clock[MLFLOW] += time.perf_counter() - t
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        t = time.perf_counter()  # train_loss goes to MLflow through log(), every train.log_every steps
-        tracking.log_metrics(client, run_id, {k: v for k, v in metrics.items() if k != "train_loss"},
-                             step=int(metrics["step"]))
-        clock["mlflow_s"] += time.perf_counter() - t
+        # train_loss goes to MLflow through log(), every train.log_every steps
+        log({k: v for k, v in metrics.items() if k != "train_loss"}, int(metrics["step"]))
         t = time.perf_counter()
         ck = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         tune.report({**metrics, "done_training": False}, checkpoint=ck)
-        clock["ray_report_s"] += time.perf_counter() - t
+        clock[RAY_REPORT] += time.perf_counter() - t
 
     try:
         result = train_trial(cfg, report=report, resume_from=resume_from, log=log)
@@ -95,11 +97,11 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         tracking.finish_run(client, run_id, ok=False)
         raise
     if ctx.log_models:
-        from .models import log_trial_model
+        from .logged_models import log_trial_model
 
         t = time.perf_counter()
         log_trial_model(ctx.tracking_uri, run_id, result)
-        clock["model_logging_s"] = time.perf_counter() - t
+        clock[MODEL_LOGGING] = time.perf_counter() - t
     for working in ("checkpoint", "weights"):  # deleted below: Ray's checkpoint and the MLflow model are kept
         result.artifacts.pop(working, None)
     result.timing.update(clock)

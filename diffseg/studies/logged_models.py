@@ -5,12 +5,12 @@ the best trial per dataset, chosen on validation, is registered as ``diffseg-<st
 Input: a batch of RGB uint8 images (B, H, W, 3) of one size (``predict.py`` handles folders of any sizes).
 Output: float32 (B, 2, H, W): channel 0 the mean foreground probability of the ensemble, channel 1 its std.
 Inference params: ``ensemble``, ``steps``, ``sampler``, ``seed`` (defaults: the trial's evaluation settings).
+Load-time option: ``model_config={"device": ...}`` (default ``auto``: CUDA when available).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +28,7 @@ from ..experiments.kinds import SEGMENTING
 from ..experiments.predictor import Predictor
 from ..experiments.result import FINISHED, TrialResult
 from ..experiments.selection import best_trials
-from ..io import safe_name
+from ..files import safe_name
 
 MODEL_NAME = "model"  # the artifact path of the logged model in a trial's run
 MODEL_URI_TAG = "diffseg.model_uri"
@@ -39,7 +39,8 @@ class DiffsegSegmenter(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         config = json.loads(Path(context.artifacts["config"]).read_text())
         weights = torch.load(context.artifacts["weights"], weights_only=True)
-        self.predictor = Predictor(config, weights, device=os.environ.get("DIFFSEG_DEVICE", "auto"))
+        # a load-time option: mlflow.pyfunc.load_model(uri, model_config={"device": "cuda:1"})
+        self.predictor = Predictor(config, weights, device=(context.model_config or {}).get("device", "auto"))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
         p = params or {}
@@ -78,7 +79,7 @@ def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str 
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=DiffsegSegmenter(), artifacts={"config": str(cfg_path),
                                                                            "weights": str(w_path)},
-                signature=signature(result.config),
+                signature=signature(result.config), model_config={"device": "auto"},
                 pip_requirements=[f"diffseg=={metadata.version('diffseg')}", f"torch=={torch.__version__}"],
                 metadata={"dataset_hash": result.dataset_hash, "selection": result.selection,
                           "schedule": json.dumps(result.schedule)})

@@ -1,0 +1,22 @@
+"""A study on a real multi-node Ray cluster (Ray's own test cluster: a head and two worker nodes on this machine,
+127.0.0.1 only) that loses a worker node mid-trial and then its driver, tracked through an MLflow server with its
+artifact proxy: ``python -m diffseg.bench cluster`` run as the test."""
+
+import pytest
+
+from diffseg.bench import cluster
+
+
+@pytest.mark.slow
+def test_a_study_survives_a_lost_node_and_a_lost_driver():
+    r = cluster.run()
+    n, d = r["node_loss"], r["driver_loss"]
+    assert n["rc"] == 0 and d["rc"] == 0, r.get("logs")
+    assert r["nodes"] == 3 and r["node_killed"] and d["driver_killed"]
+    assert r["nodes_used"] >= 2, "trials ran on more than one node"
+    assert set(n["node_ips"]) == set(d["node_ips"]) == {"127.0.0.1"}, "every node on the loopback interface"
+    for part in (n, d):  # every trial exactly once, in MLflow and in Parquet, all finished
+        assert part["trials"] == part["trial_rows"] == part["child_runs"] == part["ok"] == part["planned"]
+    assert n["retried"] >= 1, "the trial of the killed node was retried (retries column)"
+    assert d["retried"] >= 1, "the resumed study restarted the trials its dead driver left"
+    assert r["duplicated_steps"] == 0 and r["local_artifact_runs"] == 0
