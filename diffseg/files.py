@@ -34,13 +34,20 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write (any writer: ``to_parquet``, ``torch.save``, ...); on success it
-    replaces ``path``, on error it is removed."""
+    replaces ``path`` (with the permissions the umask gives a new file), on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: the file follows the umask like any other
     os.close(fd)
     try:
         yield Path(tmp)
@@ -60,6 +67,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it is renamed to ``final``, on error removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         os.replace(tmp, final)

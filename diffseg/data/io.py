@@ -21,12 +21,26 @@ class ReadError(ValueError):
     """A single file problem; the message starts with the path."""
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3); truncated or unreadable files raise ReadError naming the file."""
+    """RGB uint8 (H, W, 3). A 16-bit grey image is scaled to 8 bits (value / 257), never saturated; truncated,
+    unreadable or decompression-bomb files (PIL's pixel limit) raise ReadError naming the file."""
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in SIXTEEN_BIT:
+                grey = np.asarray(im, dtype=np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise ReadError(f"{path}: {im.mode} image with values outside 0..65535; convert it to 8 or "
+                                    "16 bits first")
+                return np.repeat(np.round(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ReadError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except ReadError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ReadError(f"{path}: unreadable or truncated image ({exc})") from None
 

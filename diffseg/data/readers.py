@@ -103,8 +103,16 @@ def read_monuseg(root: Path) -> tuple[list[Case], list[str]]:
 FOLDER_LAYOUT = "images/ and masks/ folders with files matched by stem"
 
 
-def _files(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+def _files(folder: Path, problems: list[str]) -> dict[str, Path]:
+    """Image files by stem; two files with one stem (``x.png``, ``x.jpg``) are a problem, not a silent choice."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS:
+            if p.stem in out:
+                problems.append(f"{p}: has the same stem as {out[p.stem].name} (which pairs with which mask is "
+                                "ambiguous); rename one")
+            out.setdefault(p.stem, p)
+    return out
 
 
 def read_folder(root: Path) -> tuple[list[Case], list[str]]:
@@ -113,8 +121,9 @@ def read_folder(root: Path) -> tuple[list[Case], list[str]]:
     missing = [d for d in (img_dir, mask_dir) if not d.is_dir()]
     if missing:
         return [], [f"{d}: folder missing (expected {FOLDER_LAYOUT})" for d in missing]
-    images, masks = _files(img_dir), _files(mask_dir)
-    problems = [f"{p}: image has no mask in {mask_dir}" for k, p in images.items() if k not in masks]
+    problems: list[str] = []
+    images, masks = _files(img_dir, problems), _files(mask_dir, problems)
+    problems += [f"{p}: image has no mask in {mask_dir}" for k, p in images.items() if k not in masks]
     problems += [f"{p}: mask has no image in {img_dir}" for k, p in masks.items() if k not in images]
     if not images and not masks:
         problems.append(f"{root}: no image files found (expected {FOLDER_LAYOUT})")
@@ -144,10 +153,11 @@ def read_kvasir(root: Path) -> tuple[list[Case], list[str]]:
 
 def read_masks_only(root: Path) -> tuple[list[Case], list[str]]:
     _require_dir(root, "a folder of mask files")
-    masks = _files(root)
+    problems: list[str] = []
+    masks = _files(root, problems)
     if not masks:
         return [], [f"{root}: no mask files found (expected a folder of mask images)"]
-    return [Case(k, None, p) for k, p in masks.items()], []
+    return [Case(k, None, p) for k, p in masks.items()], problems
 
 
 NNUNET_LAYOUT = "dataset.json, imagesTr/<case>_0000.png (+ _0001 ... channels) and labelsTr/<case>.png"

@@ -14,6 +14,8 @@ from ..diffusion import SAMPLERS, SCHEDULES, SPACINGS, TARGETS, TIMESTEP_SAMPLER
 from ..diffusion.sampling import SamplingOptions
 from ..diffusion.schedules import MODIFIERS
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, ModelConfig
+from ..ranges import bounded
+from ..ranges import check as check_ranges
 from ..registry import suggest
 from .kinds import EXPERIMENTS, FEED_FORWARD, SEGMENTATION
 
@@ -22,24 +24,24 @@ from .kinds import EXPERIMENTS, FEED_FORWARD, SEGMENTATION
 class DataConfig:
     dataset: str = "synthetic-blob"
     data_root: str | None = None
-    resolution: int = 64
+    resolution: int = bounded(64, ge=8, le=4096)
     cache_dir: str | None = None
     image_resize: str = "area"
     mask_resize: str = "area"
-    split_seed: int = 0
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
+    split_seed: int = bounded(0, ge=0)
+    val_fraction: float = bounded(0.2, ge=0.0, le=0.9)
+    test_fraction: float = bounded(0.2, ge=0.0, le=0.9)
     retrain: bool = False
     augment: bool = False
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    T: int = 1000
+    T: int = bounded(1000, ge=2, le=100_000)
     schedule: str = "linear"
     schedule_params: dict[str, Any] = field(default_factory=dict)
-    input_scale: float | None = None
-    logsnr_end: float | None = None
+    input_scale: float | None = bounded(None, gt=0.0, le=100.0)
+    logsnr_end: float | None = bounded(None, ge=-50.0, le=50.0)
     zero_terminal_snr: bool = False
     target: str = "eps"
     weighting: str = "uniform"
@@ -50,42 +52,46 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 0.0
+    steps: int = bounded(300, ge=1, le=100_000_000)
+    batch_size: int = bounded(16, ge=1, le=65_536)
+    lr: float = bounded(2e-4, gt=0.0, le=1.0)
+    weight_decay: float = bounded(0.0, ge=0.0, le=10.0)
     ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    val_every: int = 100
-    log_every: int = 10  # the training loss (mean of the last log_every steps) is logged every log_every steps
-    patience: int | None = None  # validations without improvement before stopping
+    grad_clip: float = bounded(1.0, ge=0.0)  # the gradient's norm is clipped to it (0: no clipping)
+    val_every: int = bounded(100, ge=1)
+    # the training loss (mean of the last log_every steps) is logged every log_every steps
+    log_every: int = bounded(10, ge=1)
+    patience: int | None = bounded(None, ge=1)  # validations without improvement before stopping
     bf16: bool = False
     channels_last: bool = False
     device: str = "auto"
-    threads: int | None = None
-    loss_curve_from: float = 0.75  # training loss over t is accumulated from this fraction of training on (paper)
-    cond_dropout: float = 0.0  # E2 ablation: probability of replacing the image by the null condition
+    threads: int | None = bounded(None, ge=1, le=1024)
+    # training loss over t is accumulated from this fraction of training on (paper)
+    loss_curve_from: float = bounded(0.75, ge=0.0, le=1.0)
+    # E2 ablation: probability of replacing the image by the null condition
+    cond_dropout: float = bounded(0.0, ge=0.0, le=1.0)
     keep_checkpoints: tuple[int, ...] | None = None  # steps whose EMA weights are kept for post-hoc analysis
     # (steps beyond train.steps are never reached: the files in ema_checkpoints/ say which were kept)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    ensemble: int = 5
+    ensemble: int = bounded(5, ge=1, le=10_000)
     sampler: str = "ddim"  # a name of diffusion.SAMPLERS; runs eval.steps steps
-    steps: int = 20
+    steps: int = bounded(20, ge=1, le=100_000)
     spacing: str = "trailing"
-    eta: float | None = None  # DDIM's option only (None: 0, deterministic); ddpm has eta = 1, dpmpp_2m none
+    # DDIM's option only (None: 0, deterministic); ddpm has eta = 1, dpmpp_2m none
+    eta: float | None = bounded(None, ge=0.0, le=1.0)
     clip_x0: bool = True
-    val_ensemble: int = 2
-    val_steps: int = 10
-    val_max_images: int = 32
-    test_max_images: int | None = None
-    curve_points: int = 20
-    curve_max_images: int = 32
-    loss_bins: int = 24  # log-spaced bins of the training loss over t
-    gallery: int = 4
-    ece_bins: int = 10
+    val_ensemble: int = bounded(2, ge=1, le=10_000)
+    val_steps: int = bounded(10, ge=1, le=100_000)
+    val_max_images: int = bounded(32, ge=1)
+    test_max_images: int | None = bounded(None, ge=1)
+    curve_points: int = bounded(20, ge=1, le=100_000)
+    curve_max_images: int = bounded(32, ge=1)
+    loss_bins: int = bounded(24, ge=1, le=10_000)  # log-spaced bins of the training loss over t
+    gallery: int = bounded(4, ge=0, le=1000)
+    ece_bins: int = bounded(10, ge=2, le=1000)
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,17 @@ def _build(cls, d: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
+def _device(name: str) -> None:
+    """``train.device``: a torch device name (whether this machine has it is the command's check: the trials
+    of a cluster run on other machines than the plan)."""
+    import torch
+
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+
+
 def _choice(value, allowed, where):
     if value not in allowed:
         raise ValueError(f"{where}={value!r} is not allowed; {suggest(value, allowed)}")
@@ -194,6 +211,14 @@ def sampling_options(ev: EvalConfig) -> SamplingOptions:
 
 def _validate(c: TrialConfig) -> None:
     _choice(c.experiment, EXPERIMENTS, "experiment")
+    for name in SECTIONS:
+        check_ranges(getattr(c, name), name)
+    if c.train.device != "auto":
+        _device(c.train.device)
+    levels = len(c.model.channel_mult)
+    if c.model.architecture not in REFERENCE_ARCHITECTURES and c.data.resolution % 2 ** (levels - 1):
+        raise ValueError(f"model.channel_mult has {levels} levels ({levels - 1} downsamplings by 2): "
+                         f"data.resolution={c.data.resolution} must be a multiple of {2 ** (levels - 1)}")
     _choice(c.model.architecture, ARCHITECTURES, "model.architecture")
     kind = EXPERIMENTS[c.experiment]
     if c.model.architecture in REFERENCE_ARCHITECTURES and c.experiment != FEED_FORWARD:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from ..experiments.kinds import MASK_ONLY
 from ..experiments.result import FINISHED, MASK_ERROR
 
@@ -13,14 +11,16 @@ from ..experiments.result import FINISHED, MASK_ERROR
 def load_trained_curve(export_dir: Path, dataset: str, resolution: int, schedule: str, T: int) -> dict:
     """Mean over architectures and seeds of the E3 mask_error curves of ``dataset`` trained at ``resolution``
     with ``schedule`` and ``T`` (curves of other settings are not comparable and are refused, not mixed)."""
-    curves, trials = export_dir / "curves.parquet", export_dir / "trials.parquet"
-    for f in (curves, trials):
-        if not f.exists():
-            raise FileNotFoundError(f"{f}: missing (expected a study export with curves.parquet and trials.parquet)")
-    c = pd.read_parquet(curves)
+    from ..studies.schema import read, table_file
+
+    for name in ("curves", "trials"):
+        if not (export_dir / table_file(name)).exists():
+            raise FileNotFoundError(f"{export_dir / table_file(name)}: missing (expected a study export with "
+                                    "curves.parquet and trials.parquet)")
+    c = read(export_dir, "curves")
     cols = ["trial_id", "dataset", "experiment", "cfg.data.resolution", "cfg.diffusion.schedule", "cfg.diffusion.T",
             "status"]
-    t = pd.read_parquet(trials, columns=cols)
+    t = read(export_dir, "trials")[cols]
     e3 = t[(t.dataset == dataset) & (t.experiment == MASK_ONLY) & t.status.isin(FINISHED)]
     if e3.empty:
         raise ValueError(f"{export_dir}: no E3 trials for dataset {dataset!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..ranges import bounded
 from ..registry import Registry
 from .conditioning import EnsemDiff, MedSegDiff, SegDiff
 from .references import NNUNet, SegFormer, count_params, nnunet_plan
@@ -19,13 +20,13 @@ REFERENCE_ARCHITECTURES = ("nnunet", "segformer")  # feed-forward: E1 only, one 
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "ensemdiff"
-    base_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    attn_levels: int = 1
-    heads: int = 1
-    dropout: float = 0.0
-    rrdb_blocks: int = 2  # segdiff
+    base_channels: int = bounded(32, ge=1, le=4096)
+    channel_mult: tuple[int, ...] = bounded((1, 2, 2), ge=1, le=64)
+    num_res_blocks: int = bounded(1, ge=0, le=64)
+    attn_levels: int = bounded(1, ge=0, le=16)
+    heads: int = bounded(1, ge=1, le=128)
+    dropout: float = bounded(0.0, ge=0.0, le=0.99)
+    rrdb_blocks: int = bounded(2, ge=0, le=64)  # segdiff
     segdiff_multilevel: bool = False
     medsegdiff_levels: tuple[int, ...] | None = None  # None: every level
     medsegdiff_aux_head: bool = False

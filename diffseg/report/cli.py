@@ -24,9 +24,13 @@ def attach_to_mlflow(d: StudyData, out: Path, given: str | None) -> str | None:
     try:
         from mlflow.tracking import MlflowClient
 
-        from ..studies.tracking import store_for
+        from ..studies.tracking import probe, store_for
 
-        client = MlflowClient(store_for(StudyFolder(d.runs), given, d.study))
+        uri = store_for(StudyFolder(d.runs), given, d.study)
+        down = probe(uri)  # a server that does not answer is not waited for (minutes of retries)
+        if down:
+            return f"not attached to MLflow: {down}"
+        client = MlflowClient(uri)
         client.log_artifact(parent, str(out / "report.html"), "report")
         client.log_artifacts(parent, str(out / "charts"), "report/charts")
     except Exception as exc:
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                     "conditioning and loss over t, arm comparison with paired intervals against the baseline arm, "
                     "calibration, search overview) from the study's Parquet exports, every chart also as PNG, "
                     "attached to the study's MLflow parent run.",
-        epilog="exit codes: 0 written; 2 the study has no complete exports in --runs")
+        epilog="exit codes: 0 written (a note says when it could not be attached to MLflow, e.g. a tracking server "
+               "that does not answer: it is not waited for); 2 the study has no complete, readable exports in --runs")
     p.add_argument("--study", required=True, help="the study name (its exports are in <runs>/exports/<study>)")
     p.add_argument("--runs", default="runs", help="the folder a study wrote with run_study.py --out")
     p.add_argument("--out", default=None, help="default: <runs>/reports/<study>/")

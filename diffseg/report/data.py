@@ -73,7 +73,11 @@ def load_study(runs: Path, study: str) -> StudyData:
         frames = {name: read(exports, name) for name in REQUIRED}
     except SchemaError as exc:
         raise NoExports(str(exc)) from None
-    meta = json.loads(folder.export_meta(study).read_text())
+    try:
+        meta = json.loads(folder.export_meta(study).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NoExports(f"{folder.export_meta(study)}: not readable JSON ({exc}); re-create the exports with "
+                        f"`python studies/export.py --study {study} --out {runs}`") from None
     fps = frames.pop("fingerprints")
     d = StudyData(study, folder.root, meta, **frames)
     for masks_from, into in ((TRAIN_VAL, d.fingerprints), (TEST, d.test_fingerprints)):

@@ -94,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+SYSTEM_DIRS = ("/proc", "/sys", "/dev")
 CLI_AXES = {"seed": "--seed", "data.dataset": "--dataset", "experiment": "the study file's experiment",
             "output_dir": "--out", "data.cache_dir": "--out", "data.data_root": "--data-root"}
 
@@ -126,6 +127,8 @@ def fail(msg: str) -> int:
 
 def out_problem(out: Path) -> str | None:
     """Why ``--out`` cannot be used (checked without creating anything), or None."""
+    if any(out == Path(p) or Path(p) in out.parents for p in SYSTEM_DIRS):
+        return f"--out {out}: inside {', '.join(SYSTEM_DIRS)} (kernel file systems), not a study folder"
     if out.exists():
         if not out.is_dir():
             return f"--out {out}: exists and is not a folder"
@@ -147,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         spec = load_spec(args.study)
     except SpecError as exc:
         return fail(str(exc))
-    out = Path(args.out).expanduser().resolve()
+    try:
+        out = Path(args.out).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return fail(f"--out {args.out}: cannot be resolved ({exc})")
     problem = out_problem(out)
     if problem:
         return fail(problem)
@@ -161,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
                          args.num_samples)  # everything checked and prepared in memory; nothing written yet
     except (DatasetError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
+    if args.address is None:  # the embedded Ray runs the trials here: what they need must be here
+        problem = local_device_problem(plan, args.gpus_per_trial)
+        if problem:
+            return fail(problem)
     options = RunOptions(folder, args.tracking_uri, args.address, args.max_concurrent, args.cpus_per_trial,
                          args.gpus_per_trial, args.max_failures, args.resume, not args.no_models, " ".join(sys.argv))
     concurrency = options.concurrency(plan.trials)
@@ -200,6 +210,21 @@ def run(args: argparse.Namespace) -> int:
     if not ok and not outcome.unfinished:
         print("error: no trial finished ok (see the statuses above)", file=sys.stderr)
     return 1 if outcome.errors or outcome.unfinished or not ok else 0
+
+
+def local_device_problem(plan, gpus_per_trial: float) -> str | None:
+    """Why the trials cannot run on this machine's devices (an embedded Ray), or None."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus_per_trial > 0 and gpus == 0:
+        return (f"--gpus-per-trial {gpus_per_trial:g}: this machine has no GPU (the trials would wait for one "
+                "forever); use --gpus-per-trial 0, or --address of a cluster with GPUs")
+    cuda = sorted({p.config["train.device"] for p in plan.points
+                   if str(p.config.get("train.device", "auto")).startswith("cuda")})
+    if cuda and gpus == 0:
+        return f"train.device={cuda[0]!r}: this machine has no CUDA device (use auto or cpu, or --address)"
+    return None
 
 
 def study_estimate(plan, args, concurrency: int) -> dict:

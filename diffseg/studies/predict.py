@@ -77,6 +77,30 @@ def load_segmenter(model: str, tracking_uri: str, device: str) -> DiffsegSegment
     return inner
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``--device`` cannot be used here (checked before the model loads), or None."""
+    import torch
+
+    if name == "auto":
+        return None
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {name!r}: this machine has no CUDA device (use auto or cpu)"
+    return None
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """Each input's output name stem: its stem, or its whole file name where two inputs share a stem (``x.png``,
+    ``x.jpg``), so that no two inputs write the same outputs."""
+    count: dict[str, int] = {}
+    for f in files:
+        count[f.stem] = count.get(f.stem, 0) + 1
+    return {f: f.stem if count[f.stem] == 1 else f.name for f in files}
+
+
 def save_maps(out: Path, stem: str, probability: np.ndarray, std: np.ndarray, mask: np.ndarray) -> None:
     Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{stem}_mask.png")
     for name, a in (("prob", probability), ("std", std)):
@@ -92,21 +116,31 @@ def run(args: argparse.Namespace) -> int:
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         return _fail(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTS)})")
+    src, dst = images_dir.resolve(), out.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        return _fail(f"--out {out} is, holds or is inside --images {images_dir}: outputs never go where inputs are "
+                     "(choose an --out outside the image folder)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         return _fail(f"--out {out} already exists and is not empty: choose another folder or pass --overwrite")
     for flag in ("ensemble", "steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             return _fail(f"--{flag} must be a positive integer")
+    problem = device_problem(args.device)
+    if problem:
+        return _fail(problem)
     try:
         store = store_for(StudyFolder(Path(args.runs)), args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         segmenter = load_segmenter(args.model, store, args.device)
     except (IncompatibleModel, ValueError) as exc:
         return _fail(str(exc))
     pred = segmenter.predictor
+    if args.steps is not None and args.steps > pred.cfg.diffusion.T:
+        return _fail(f"--steps {args.steps}: the model's diffusion has T = {pred.cfg.diffusion.T} steps")
     if args.overwrite and out.is_file():
         out.unlink()
     out.mkdir(parents=True, exist_ok=True)
     rows, unreadable = [], []
+    stems = output_stems(files)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) < 5 or not sys.stderr.isatty()):
         try:
             image = read_image(path)
@@ -116,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         r = pred.predict(image, args.ensemble, args.steps, args.sampler, args.seed)
         runtime = time.perf_counter() - t0
-        save_maps(out, path.stem, r.probability, r.std, r.mask)
+        save_maps(out, stems[path], r.probability, r.std, r.mask)
         rows.append({"image": path.name, "height": image.shape[0], "width": image.shape[1],
                      "foreground_fraction": float(r.mask.mean()), "mean_uncertainty": float(r.std.mean()),
                      "members": r.members, "steps": args.steps or pred.cfg.eval.steps,

@@ -12,6 +12,7 @@ import time
 from ray import tune
 
 from ..experiments.kinds import SELECTION
+from ..folder import is_server
 from . import tracking
 
 
@@ -80,7 +81,7 @@ class OutageWatch(tune.Callback):
         self.uri, self.every_s, self.down, self._last = tracking_uri, every_s, False, 0.0
 
     def on_step_begin(self, iteration, trials, **info):
-        if self.down or not self.uri.startswith(("http://", "https://")) \
+        if self.down or not is_server(self.uri) \
                 or time.monotonic() - self._last < self.every_s:
             return
         self._last = time.monotonic()

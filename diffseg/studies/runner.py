@@ -195,7 +195,10 @@ def run_study(spec: StudySpec, plan: Plan, options: RunOptions) -> StudyOutcome:
         conflict = resume_conflict(folder, spec.name, spec.path, plan.points)
         if conflict:
             raise StudyRefused(conflict)
-    tracking_uri = tracking.store_for(folder, o.tracking_uri or recorded, create=True)
+    try:
+        tracking_uri = tracking.store_for(folder, o.tracking_uri or recorded, create=True)
+    except ValueError as exc:
+        raise StudyRefused(str(exc)) from None
     unreachable = tracking.probe(tracking_uri)
     if unreachable:
         raise StudyRefused(unreachable)

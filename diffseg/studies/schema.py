@@ -134,7 +134,11 @@ def read(folder: Path, name: str):
     import pandas as pd
 
     path = Path(folder) / table_file(name)
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise SchemaError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]}); re-create it with "
+                          "`python studies/export.py`") from None
     bad = problems(name, df)
     if bad:
         raise SchemaError(f"{path}: does not match the export schema: {'; '.join(bad[:5])}"

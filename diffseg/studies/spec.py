@@ -18,6 +18,9 @@ Special values resolved per dataset at study start from its fingerprint: ``diffu
 from __future__ import annotations
 
 import itertools
+import math
+import re
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -135,12 +138,40 @@ def list_studies() -> dict[str, str]:
     return out
 
 
+MAX_STUDY_BYTES = 1 << 20  # a study file is a page of YAML: 1 MiB is far beyond any real one
+MAX_YAML_NODES = 100_000  # YAML nodes after aliases are expanded (an alias bomb expands exponentially)
+MAX_TRIALS = 10_000  # planned trials (arms x datasets x seeds x samples) a study may have
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a study name is a folder name in --out
+
+
+def _expanded_nodes(node, memo: dict) -> int:
+    """Nodes of the YAML graph with every alias expanded, counted in linear time (shared nodes memoised)."""
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts once
+        children = node.value if isinstance(node.value, list) else []
+        kids = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
+        memo[id(node)] = 1 + sum(_expanded_nodes(k, memo) for k in kids)
+    return memo[id(node)]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last silently); merge keys
+    (``<<: *anchor``) work as YAML defines them (the mapping's own keys override merged ones); a document whose
+    aliases expand beyond ``MAX_YAML_NODES`` nodes is refused before it is built."""
+
+    def construct_document(self, node):
+        n = _expanded_nodes(node, {})
+        if n > MAX_YAML_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the document expands to {n} YAML nodes through its aliases (more than "
+                f"{MAX_YAML_NODES}): refused", node.start_mark)
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -176,11 +207,20 @@ def load_spec(name_or_path: str) -> StudySpec:
         path = study_path(name_or_path)
         if not path.exists():
             raise SpecError(f"unknown study {name_or_path!r}; allowed: {sorted(list_studies())}")
+    if not SAFE_NAME.fullmatch(path.stem):
+        raise SpecError(f"{path}: the study name {path.stem!r} (the file name) must be letters, digits, '_', '-' "
+                        "or '.', starting with a letter or digit (it names folders in --out)")
     try:
-        with open(path) as fh:
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            raise SpecError(f"{path}: {size} bytes; a study file may have at most {MAX_STUDY_BYTES}")
+        with open(path, encoding="utf-8") as fh:
             raw = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: cannot read study file ({exc})") from None
+        text = str(exc)
+        raise SpecError(f"{path}: cannot read study file ({text[:500]}{' ...' if len(text) > 500 else ''})") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a study file must be a mapping")
     owned = sorted({"metric", "mode"} & set(raw))
@@ -221,11 +261,25 @@ def _placeholder(over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def planned_trials(spec: StudySpec) -> int:
+    """Arms x datasets x seeds x samples at the largest of the study's budgets, counted without expanding."""
+    arms = math.prod(len(v) if isinstance(v, list) else 1 for v in spec.grid.values())
+    sets = [(len(spec.for_budget(b)[1]), len(spec.for_budget(b)[2])) for b in BUDGETS]
+    return arms * max(s * d for s, d in sets) * (spec.num_samples if isinstance(spec.num_samples, int) else 1)
+
+
 def validate(spec: StudySpec, budgets: tuple[str, ...] = tuple(BUDGETS)) -> None:
     p = spec.path
     allowed = config_keys()
     _check_keys(p, "fixed", spec.fixed, allowed)
+    n = planned_trials(spec)
+    if n > MAX_TRIALS:
+        raise SpecError(f"{p}: {n} trials planned (arms x datasets x seeds x num_samples); a study may have at most "
+                        f"{MAX_TRIALS}")
     labels = [a.label for a in spec.arms()]
+    bad = sorted({a for a in labels if any(unicodedata.category(ch).startswith("C") for ch in a)})
+    if bad:
+        raise SpecError(f"{p}: arm label(s) {bad} hold control characters; use printable text")
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise SpecError(f"{p}: arm label(s) {twice} occur more than once; give each arm its own label")

@@ -130,7 +130,10 @@ def store_for(folder: StudyFolder, given: str | None = None, study: str | None =
         raise ValueError(f"{folder.root}: no MLflow store ({folder.store_db.name}) in this study folder; give the "
                          "folder a study wrote (run_study.py --out) or --tracking-uri")
     if folder.owns(uri) and folder.store_db.exists():
-        old = relocate(folder.store_db, folder.artifact_root.as_uri())
+        try:
+            old = relocate(folder.store_db, folder.artifact_root.as_uri())
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{folder.store_db}: not a readable MLflow store ({exc})") from None
         if old:
             print(f"note: {folder.root} was moved: artifact locations re-pointed from {old}", file=sys.stderr)
             # MLflow caches each run's artifact repository in-process (by run id): drop the stale locations

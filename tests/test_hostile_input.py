@@ -1,0 +1,178 @@
+"""Hostile and careless input, round two: each case through the command a user runs, with its exit code, its
+message and what it wrote (nothing, for a refusal)."""
+
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from diffseg.data.__main__ import main as data_main
+from diffseg.data.io import read_image
+from diffseg.experiments.config import TrialConfig
+from diffseg.files import atomic_path
+from diffseg.studies import cli
+from diffseg.studies.predict import main as predict_main
+
+GOOD = "description: x\nexperiment: e2\ndatasets: [synthetic-blob]\n"
+CHAIN = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 7))
+
+
+def _write(path, text: str | bytes):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("...yaml", GOOD, "the study name '..'"),
+    ("bomb.yaml", "l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + CHAIN + GOOD, "expands to"),
+    ("latin.yaml", b"description: \xff\xfe\n", "not UTF-8"),
+    ("nul.yaml", GOOD + 'grid:\n  w:\n    - {label: "a\\u0000b", diffusion.weighting: uniform}\n',
+     "control characters"),
+    ("huge.yaml", GOOD + "grid:\n" + "".join(f"  a{i}: [{', '.join(f'{{train.seed_{i}_{j}: 1}}' for j in range(10))}]\n"
+                                              for i in range(6)), "trials planned"),
+    ("big.yaml", GOOD + "#" * (1 << 20) + "\n", "a study file may have at most"),
+    ("clip.yaml", GOOD + "fixed: {train.grad_clip: -1}\n", "train.grad_clip: must be >= 0"),
+    ("nan.yaml", GOOD + "fixed: {train.lr: .nan}\n", "train.lr: must be a finite number"),
+    ("mult.yaml", GOOD + "fixed: {model.channel_mult: [1, 2, -3]}\n", "model.channel_mult: must be >= 1"),
+    ("heads.yaml", GOOD + "fixed: {model.heads: 0}\n", "model.heads: must be >= 1"),
+    ("res.yaml", GOOD + "fixed: {data.resolution: 100000}\n", "data.resolution: must be >= 8 and <= 4096"),
+    ("T.yaml", GOOD + "fixed: {diffusion.T: 1000000000000}\n", "diffusion.T: must be >= 2"),
+    ("device.yaml", GOOD + "fixed: {train.device: bogus}\n", "is not a torch device"),
+    ("eta.yaml", GOOD + "fixed: {eval.sampler: dpmpp_2m, eval.eta: 1.0}\n", "takes no eta"),
+    ("gama.yaml", GOOD + "fixed: {diffusion.weighting: min_snr, diffusion.weighting_params: {gama: 5}}\n",
+     "did you mean 'gamma'"),
+    ("levels.yaml", GOOD + "fixed: {data.resolution: 36, model.channel_mult: [1, 2, 2, 2]}\n", "multiple of 8"),
+])
+def test_bad_study_files_exit_2_naming_the_problem_and_write_nothing(tmp_path, capsys, name, text, message):
+    spec = _write(tmp_path / name, text)
+    out = tmp_path / "out"
+    assert cli.main(["--study", str(spec), "--dry-run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err[:800]
+    assert len(err) < 2000, "the message does not print the expanded document"
+    assert not out.exists()
+
+
+def test_merge_keys_work_with_the_duplicate_key_loader(tmp_path, capsys):
+    spec = _write(tmp_path / "merge.yaml", GOOD + "fixed: &f {train.steps: 5}\nbudgets:\n  smoke:\n    <<: *f\n"
+                                                  "    train.val_every: 5\n")
+    assert cli.main(["--study", str(spec), "--dry-run", "--json", "--out", str(tmp_path / "o")]) == 0
+    assert '"train.val_every": 5' in capsys.readouterr().out
+    dup = _write(tmp_path / "dup.yaml", GOOD + "fixed: {train.steps: 5, train.steps: 6}\n")
+    assert cli.main(["--study", str(dup), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    assert "duplicate key 'train.steps'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpus-per-trial", "1"], "this machine has no GPU"),
+    (["--set", "train.device=cuda"], "no CUDA device"),
+    (["--out", "/proc/diffseg"], "kernel file systems"),
+])
+def test_resources_this_machine_lacks_are_refused_before_ray(tmp_path, capsys, args, message):
+    base = ["--study", "weighting_schedules", "--dataset", "synthetic-blob", "--seed", "0"]
+    out = ["--out", str(tmp_path / "o")] if "--out" not in args else []
+    assert cli.main([*base, *out, *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_out_in_a_symlink_loop_is_refused(tmp_path, capsys):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert cli.main(["--study", "weighting_schedules", "--dry-run", "--out", str(tmp_path / "a" / "x")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_numeric_settings_are_range_checked_where_they_are_declared():
+    for key, bad in (("train.weight_decay", 1e308), ("eval.eta", float("nan")), ("train.lr", 0.0),
+                     ("eval.ece_bins", 1), ("data.val_fraction", 1.5)):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            TrialConfig.from_dict({key: bad}).validate()
+    TrialConfig.from_dict({"train.grad_clip": 0.0}).validate()  # 0: no clipping
+
+
+def _images(folder, names):
+    folder.mkdir(parents=True)
+    for n in names:
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / n)
+
+
+@pytest.mark.parametrize(("out", "args", "message"), [
+    ("images", ["--overwrite"], "outputs never go where inputs are"),
+    ("images/sub", [], "outputs never go where inputs are"),
+    ("o", ["--device", "bogus"], "is not a torch device"),
+    ("o", ["--device", "cuda"], "no CUDA device"),
+    ("o", [], "no MLflow store"),
+])
+def test_predict_refuses_before_loading_or_writing(tmp_path, capsys, monkeypatch, out, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _images(tmp_path / "images", ["a.png", "a_mask.png"])
+    before = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert predict_main(["--model", "0" * 32, "--images", "images", "--out", out, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == before
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
+
+
+def test_predict_names_outputs_so_two_inputs_with_one_stem_cannot_collide(tmp_path):
+    from diffseg.studies.predict import output_stems
+
+    files = [tmp_path / "x.png", tmp_path / "x.jpg", tmp_path / "y.png"]
+    stems = output_stems(files)
+    assert len(set(stems.values())) == 3 and stems[tmp_path / "y.png"] == "y"
+
+
+def test_a_folder_dataset_with_two_files_of_one_stem_is_a_conflict(tmp_path, capsys):
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for name in ("x.png", "x.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / name)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "x.png")
+    assert data_main(["check", "--dataset", f"folder:{tmp_path}"]) == 2
+    assert "same stem as x.jpg" in capsys.readouterr().err
+
+
+def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path):
+    grey = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    rgb = read_image(tmp_path / "g16.png")
+    assert rgb.dtype == np.uint8 and (rgb == 255).mean() < 0.01
+    assert np.allclose(rgb[..., 0], np.round(grey / 257.0), atol=1)
+
+
+def test_decompression_bombs_are_a_read_error(tmp_path, monkeypatch):
+    from diffseg.data.io import ReadError
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels > 2 x the limit: PIL's bomb error
+    with pytest.raises(ReadError, match="decompression bomb"):
+        read_image(tmp_path / "big.png")
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "t.parquet") as tmp:
+            pd.DataFrame({"a": [1]}).to_parquet(tmp)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.parquet").stat().st_mode) == 0o644
+
+
+def test_report_on_truncated_exports_exits_2_without_a_traceback(tmp_path, capsys):
+    from diffseg.folder import StudyFolder
+    from diffseg.report.cli import main as report_main
+    from diffseg.studies.schema import REQUIRED
+
+    f = StudyFolder(tmp_path)
+    for name in REQUIRED:
+        path = f.export_table("s", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1 truncated")
+    f.export_meta("s").write_text("{")
+    assert report_main(["--study", "s", "--runs", str(tmp_path), "--no-mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable Parquet file" in err and "Traceback" not in err
