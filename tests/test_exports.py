@@ -31,6 +31,7 @@ def _study(out, uri, name, arms):
                                        {"arm": arm, "dataset": cfg.data.dataset, "seed": str(cfg.seed)})
         tracking.log_params(client, run_id, flat_config(cfg.to_dict())[0])
         tracking.log_trial_result(client, run_id, result)
+        tracking.log_result_json(client, run_id, result)
         tracking.finish_run(client, run_id, ok=True)
     return export_study(uri, name, StudyFolder(out))
 

@@ -1,4 +1,4 @@
-"""``train_trial(config, report=None) -> dict``: one trial from config to metrics, usable with or without Ray.
+"""``train_trial(config, report=None) -> TrialResult``: one trial from config to metrics, usable with or without Ray.
 
 Seeds everything; AdamW; EMA weights (with the usual (1 + n) / (10 + n) warm-up of the decay) are what is
 validated and evaluated; gradient clipping; optional bf16 autocast and channels_last; a checkpoint at every

@@ -63,6 +63,7 @@ def reevaluate_study(tracking_uri: str, study: str, folder: StudyFolder) -> list
     for run, old, ckpt in todo:
         new = reevaluate_trial(ckpt, old)
         tracking.log_trial_result(client, run.info.run_id, new)
+        tracking.log_result_json(client, run.info.run_id, new)
         client.set_tag(run.info.run_id, "diffseg.reevaluated", commit)
         atomic_write_text(Path(new.output_dir) / RESULT_ARTIFACT, json.dumps(new.to_dict()))
     export_study(tracking_uri, study, folder)

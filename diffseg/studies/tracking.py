@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from ..data.registry import get_spec
 from ..experiments.flat import to_json
-from ..experiments.result import IMAGE_ERROR, MASK_ERROR, MLFLOW, RESULT_ARTIFACT, TrialResult
+from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
 from ..folder import ARTIFACT_ROOT, StudyFolder, choose_tracking_uri, is_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -248,12 +248,12 @@ def log_json_artifact(client: MlflowClient, run_id: str, obj: Any, name: str) ->
         client.log_artifact(run_id, str(path))
 
 
-def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> None:
+def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> float:
     """Final metrics; the per-t curves as artifacts (``curves.json`` and ``curves.png`` with t on the axis, not as
     step metrics) with one scalar per error curve as a metric (``t_half_of_end.<kind>.<cond|uncond>``: the t where the
-    curve first reaches half its value at the last t); per-image metrics; the whole result as JSON
-    (``RESULT_ARTIFACT``, what the export reads, logged last); the uncertainty gallery PNG. The seconds this logging
-    takes before the result JSON are added to ``result.timing['mlflow_s']``, so the JSON counts them."""
+    curve first reaches half its value at the last t); per-image metrics; the uncertainty gallery PNG. Returns the
+    seconds it took (the caller counts them in ``result.timing`` before the result JSON is written and logged by
+    ``log_result_json``, once)."""
     from ..fingerprint.derive import crossing_t
 
     t0 = time.perf_counter()
@@ -277,7 +277,11 @@ def log_trial_result(client: MlflowClient, run_id: str, result: TrialResult) -> 
     gallery = result.artifacts.get("gallery")
     if gallery and Path(gallery).exists():
         client.log_artifact(run_id, gallery, "uncertainty")
-    result.timing[MLFLOW] = result.timing.get(MLFLOW, 0.0) + time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def log_result_json(client: MlflowClient, run_id: str, result: TrialResult) -> None:
+    """The whole result as JSON (``RESULT_ARTIFACT``, what the export reads), logged last."""
     log_json_artifact(client, run_id, result.to_dict(), RESULT_ARTIFACT)
 
 

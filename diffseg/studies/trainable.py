@@ -105,9 +105,11 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     for working in ("checkpoint", "weights"):  # deleted below: Ray's checkpoint and the MLflow model are kept
         result.artifacts.pop(working, None)
     result.timing.update(clock)
-    atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))  # on disk even if MLflow fails
-    tracking.log_trial_result(client, run_id, result)  # adds its own time to mlflow_s
-    atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))
+    try:
+        result.timing[MLFLOW] += tracking.log_trial_result(client, run_id, result)
+    finally:  # written once, and on disk even if MLflow fails
+        atomic_write_text(out_dir / RESULT_ARTIFACT, json.dumps(result.to_dict()))
+    tracking.log_result_json(client, run_id, result)
     tracking.finish_run(client, run_id, ok=result.status != NAN_LOSS)
     # checkpoints are kept once: Ray's copy (what --resume restores), the weights once: the MLflow model; the
     # trial's working copies go, last, so a trial retried after a failure above still finds them
