@@ -176,3 +176,27 @@ def test_report_on_truncated_exports_exits_2_without_a_traceback(tmp_path, capsy
     assert report_main(["--study", "s", "--runs", str(tmp_path), "--no-mlflow"]) == 2
     err = capsys.readouterr().err
     assert "not a readable Parquet file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("meta", "label_value", "message"), [
+    ({"channel_names": None}, 1, "'channel_names' must be a mapping"),
+    ({"labels": None}, 1, "'labels' must be a mapping"),
+    ({"labels": {"background": 0, "lesion": 1.7}}, 1, "label values must be integers"),
+    ({}, 7, "label values [7] are not declared in dataset.json"),
+])
+def test_nnunet_datasets_with_bad_metadata_or_undeclared_labels_are_refused(tmp_path, capsys, meta, label_value,
+                                                                           message):
+    import json
+
+    from .test_data_bad_input import _nnunet
+
+    root = tmp_path / "nn"
+    _nnunet(root, {"background": 0, "lesion": 1})
+    lab = np.zeros((20, 24), np.uint8)
+    lab[:4] = label_value
+    Image.fromarray(lab).save(root / "labelsTr" / "case000.png")
+    d = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**d, **meta}))
+    assert data_main(["check", "--dataset", f"nnunet:{root}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

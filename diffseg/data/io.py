@@ -55,8 +55,14 @@ def decode_mask(raw: np.ndarray, path: Path, encoding: str = "auto", colour_key=
         if not (np.all(raw[..., 0] == raw[..., 1]) and np.all(raw[..., 0] == raw[..., 2])):
             raise ReadError(f"{path}: colour mask but encoding is {encoding!r} (use encoding 'rgb' with a colour_key)")
         raw = raw[..., 0]
-    if encoding.startswith("label:"):  # integer label map (nnU-Net): foreground is one label value
-        return raw == int(encoding.split(":", 1)[1])
+    if encoding.startswith("label:"):  # integer label map (nnU-Net) "label:<foreground>:<declared values>"
+        _, target, *declared = encoding.split(":")
+        allowed_labels = {int(v) for v in (declared[0] if declared else "").split(",") if v}
+        undeclared = sorted(set(np.unique(raw).tolist()) - allowed_labels) if allowed_labels else []
+        if undeclared:
+            raise ReadError(f"{path}: label values {undeclared[:8]} are not declared in dataset.json "
+                            f"{sorted(allowed_labels)}")
+        return raw == int(target)
     values = np.unique(raw)
     allowed = {"binary01": {0, 1}, "binary255": {0, 255}}.get(encoding)
     if allowed is None:

@@ -169,10 +169,24 @@ def nnunet_labels(root: Path) -> dict[str, int]:
     path = root / "dataset.json"
     try:
         meta = json.loads(path.read_text())
-        labels = {str(k): int(v) for k, v in meta["labels"].items()}
+        raw = meta["labels"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FileNotFoundError(f"{path}: not a readable nnU-Net dataset.json with 'labels' ({exc})") from None
-    return labels
+    if not isinstance(raw, dict) or not raw:
+        raise FileNotFoundError(f"{path}: 'labels' must be a mapping of label names to integer values, got {raw!r}")
+    bad = {k: v for k, v in raw.items() if isinstance(v, bool) or not isinstance(v, int)}
+    if bad:
+        raise FileNotFoundError(f"{path}: label values must be integers (nnU-Net label maps), got {bad}")
+    channels = meta.get("channel_names", {"0": "image"})
+    if not isinstance(channels, dict) or not channels:
+        raise FileNotFoundError(f"{path}: 'channel_names' must be a mapping of channel indices to names, got "
+                                f"{channels!r}")
+    return {str(k): v for k, v in raw.items()}
+
+
+def nnunet_declared(root: Path) -> list[int]:
+    """Every label value ``dataset.json`` declares (a label map with another value is refused when read)."""
+    return sorted(set(nnunet_labels(root).values()))
 
 
 def nnunet_target(root: Path, label: str | None) -> int:
@@ -194,6 +208,10 @@ def read_nnunet(root: Path) -> tuple[list[Case], list[str]]:
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").is_file() else None
     if meta is None:
         return [], [f"{root / 'dataset.json'}: missing (expected {NNUNET_LAYOUT})"]
+    try:
+        nnunet_labels(root)  # labels and channel_names of the right shape
+    except FileNotFoundError as exc:
+        return [], [str(exc)]
     ending = meta.get("file_ending", ".png")
     n_channels = len(meta.get("channel_names", {"0": "image"}))
     img_dir, lab_dir = root / "imagesTr", root / "labelsTr"

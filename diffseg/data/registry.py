@@ -112,9 +112,10 @@ def get_spec(name: str, data_root: str | Path | None = None, **overrides: Any) -
             if prefix == "nnunet":
                 try:
                     value = readers.nnunet_target(path, label or None)
+                    declared = ",".join(map(str, readers.nnunet_declared(path)))
                 except FileNotFoundError as exc:
                     raise ValueError(str(exc)) from None
-                spec = dataclasses.replace(spec, mask_encoding=f"label:{value}")
+                spec = dataclasses.replace(spec, mask_encoding=f"label:{value}:{declared}")
             break
     else:
         specs = _builtin()
