@@ -161,7 +161,7 @@ def test_two_studies_on_one_server_a_killed_worker_and_a_study_without_an_ok_tri
         good = start(study_file(tmp_path / "faults.yaml", "[{label: uniform}]"), tmp_path / "a",
                      "--tracking-uri", uri)
         nan = start(study_file(tmp_path / "nan_study.yaml",
-                               "[{label: exploding, train.lr: 1.0e+30, train.grad_clip: 0.0}]"), tmp_path / "b",
+                               "[{label: exploding, train.lr: 10.0, train.grad_clip: 0.0}]"), tmp_path / "b",
                     "--tracking-uri", uri)
         wait_for(lambda: checkpoints(tmp_path / "a"), what="a first checkpoint")
         _kill_workers(good)

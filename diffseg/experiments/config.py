@@ -54,7 +54,7 @@ class DiffusionConfig:
 class TrainConfig:
     steps: int = bounded(300, ge=1, le=100_000_000)
     batch_size: int = bounded(16, ge=1, le=65_536)
-    lr: float = bounded(2e-4, gt=0.0, le=1.0)
+    lr: float = bounded(2e-4, gt=0.0, le=10.0)
     weight_decay: float = bounded(0.0, ge=0.0, le=10.0)
     ema_decay: float = 0.999
     grad_clip: float = bounded(1.0, ge=0.0)  # the gradient's norm is clipped to it (0: no clipping)
