@@ -200,3 +200,62 @@ def test_nnunet_datasets_with_bad_metadata_or_undeclared_labels_are_refused(tmp_
     assert data_main(["check", "--dataset", f"nnunet:{root}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+
+
+class _Planted:
+    """Unpickling this runs code: it creates the file named in its argument."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_predict_never_unpickles_a_model_and_refuses_one_that_is_not_diffseg(tmp_path, capsys):
+    """A planted ``python_model.pkl`` in a diffseg model is never opened (the model still predicts, from its
+    MLmodel, config and tensor weights); a pyfunc model without the diffseg mark is refused before anything in it is
+    deserialised; ``mlflow.pyfunc.load_model`` of a diffseg model keeps working for users."""
+    import pickle
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from diffseg.experiments import train_trial
+    from diffseg.folder import StudyFolder
+    from diffseg.studies import tracking
+    from diffseg.studies.logged_models import log_trial_model
+
+    from .test_experiments import TINY
+
+    folder = StudyFolder(tmp_path / "runs")
+    uri = folder.store_uri
+    exp_id, parent = tracking.setup_study(uri, "m", folder.root, None, params={}, tags={})
+    run_id, _ = tracking.child_run(MlflowClient(uri), exp_id, parent, "t0", "t0", {})
+    result = train_trial({**TINY, "train.steps": 4, "output_dir": str(tmp_path / "trial")})
+    model_uri = log_trial_model(uri, run_id, result)
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.pyfunc.load_model(model_uri).predict(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 2, 32, 32)
+    marker = tmp_path / "pwned"
+    planted = list(folder.artifact_root.rglob("python_model.pkl"))
+    assert planted, "the model's pickle is in the store"
+    for pkl in planted:
+        pkl.write_bytes(pickle.dumps(_Planted(str(marker))))
+    _images(tmp_path / "images", ["a.png"])
+    args = ["--images", str(tmp_path / "images"), "--tracking-uri", uri, "--steps", "2", "--ensemble", "2"]
+    assert predict_main(["--model", model_uri, "--out", str(tmp_path / "o1"), *args]) == 0
+    assert (tmp_path / "o1" / "a_mask.png").exists() and not marker.exists()
+
+    class Other(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    with mlflow.start_run(run_id=run_id):
+        other = mlflow.pyfunc.log_model(name="other", python_model=Other()).model_uri
+    for pkl in folder.artifact_root.rglob("python_model.pkl"):
+        pkl.write_bytes(pickle.dumps(_Planted(str(marker))))
+    assert predict_main(["--model", other, "--out", str(tmp_path / "o2"), *args]) == 2
+    assert "not a diffseg segmentation model" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "o2").exists()
+    pickle.loads(planted[0].read_bytes())  # the planted pickle does run code when unpickled
+    assert marker.exists()

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from ..experiments.kinds import SEGMENTING
-from ..experiments.predictor import Predictor
+from ..experiments.predictor import IncompatibleModel, Predictor
 from ..experiments.result import FINISHED, TrialResult
 from ..experiments.selection import best_trials
 from ..files import safe_name
@@ -35,12 +35,42 @@ MODEL_URI_TAG = "diffseg.model_uri"
 REGISTERED_FROM_TAG = "diffseg.run_id"
 
 
+MARK = "diffseg_segmenter"  # in the MLmodel metadata of every diffseg model: its format version
+FORMAT = 1
+
+
+def predictor_from(config_path: str | Path, weights_path: str | Path, device: str = "auto") -> Predictor:
+    """The segmenter of a logged model's two artifacts; the weights are loaded as tensors only."""
+    config = json.loads(Path(config_path).read_text())
+    return Predictor(config, torch.load(weights_path, weights_only=True), device=device)
+
+
+def read_model_folder(folder: Path, device: str = "auto") -> Predictor:
+    """A diffseg model from its downloaded folder without unpickling anything: ``MLmodel`` (YAML) must carry the
+    diffseg mark and name the two artifacts, which are read as JSON and as tensors (``python_model.pkl`` is never
+    opened). Anything else is refused with ``IncompatibleModel`` before any of its files is deserialised."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise IncompatibleModel(f"{folder}: no readable MLmodel ({exc})") from None
+    pyfunc = (meta.get("flavors") or {}).get("python_function") or {}
+    arts = pyfunc.get("artifacts") or {}
+    if (meta.get("metadata") or {}).get(MARK) != FORMAT or not {"config", "weights"} <= set(arts):
+        raise IncompatibleModel(f"{folder}: not a diffseg segmentation model (logged by a study's E1/E2 trial); "
+                                "refused before anything in it was loaded")
+    paths = {k: (folder / arts[k]["path"]).resolve() for k in ("config", "weights")}
+    if any(folder.resolve() not in p.parents for p in paths.values()):
+        raise IncompatibleModel(f"{folder}: MLmodel names artifacts outside the model folder")
+    return predictor_from(paths["config"], paths["weights"], device)
+
+
 class DiffsegSegmenter(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        config = json.loads(Path(context.artifacts["config"]).read_text())
-        weights = torch.load(context.artifacts["weights"], weights_only=True)
         # a load-time option: mlflow.pyfunc.load_model(uri, model_config={"device": "cuda:1"})
-        self.predictor = Predictor(config, weights, device=(context.model_config or {}).get("device", "auto"))
+        self.predictor = predictor_from(context.artifacts["config"], context.artifacts["weights"],
+                                        (context.model_config or {}).get("device", "auto"))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
         p = params or {}
@@ -81,7 +111,7 @@ def log_trial_model(tracking_uri: str, run_id: str, result: TrialResult) -> str 
                                                                            "weights": str(w_path)},
                 signature=signature(result.config), model_config={"device": "auto"},
                 pip_requirements=[f"diffseg=={metadata.version('diffseg')}", f"torch=={torch.__version__}"],
-                metadata={"dataset_hash": result.dataset_hash, "selection": result.selection,
+                metadata={MARK: FORMAT, "dataset_hash": result.dataset_hash, "selection": result.selection,
                           "schedule": json.dumps(result.schedule)})
     MlflowClient(tracking_uri).set_tag(run_id, MODEL_URI_TAG, info.model_uri)
     return info.model_uri

@@ -24,10 +24,10 @@ from PIL import Image
 from ..data.io import ReadError, read_image
 from ..data.readers import IMAGE_EXTS
 from ..diffusion import SAMPLERS
-from ..experiments.predictor import IncompatibleModel
+from ..experiments.predictor import IncompatibleModel, Predictor
 from ..files import atomic_path
 from ..folder import StudyFolder
-from .logged_models import MODEL_NAME, DiffsegSegmenter
+from .logged_models import MODEL_NAME, read_model_folder
 from .tracking import store_for
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -61,20 +61,25 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def load_segmenter(model: str, tracking_uri: str, device: str) -> DiffsegSegmenter:
+def load_predictor(model: str, tracking_uri: str, device: str) -> Predictor:
+    """The model's files downloaded (nothing deserialised) and read by ``logged_models.read_model_folder``: a
+    model that is not recognisably diffseg is refused before any of its files is unpickled."""
+    import tempfile
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = f"runs:/{model}/{MODEL_NAME}" if RUN_ID.match(model) else model
     mlflow.set_tracking_uri(tracking_uri)
-    try:
-        loaded = mlflow.pyfunc.load_model(uri, model_config={"device": device})
-    except (MlflowException, OSError) as exc:
-        raise IncompatibleModel(f"cannot load model {uri!r}: {str(exc).splitlines()[0]}") from None
-    inner = loaded.unwrap_python_model() if hasattr(loaded, "unwrap_python_model") else None
-    if not isinstance(inner, DiffsegSegmenter):
-        raise IncompatibleModel(f"{uri!r} is not a diffseg segmentation model (logged by a study's E1/E2 trial)")
-    return inner
+    with tempfile.TemporaryDirectory(prefix="diffseg-model-") as tmp:
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            raise IncompatibleModel(f"cannot load model {uri!r}: {str(exc).splitlines()[0]}") from None
+        try:
+            return read_model_folder(folder, device)
+        except IncompatibleModel as exc:
+            raise IncompatibleModel(f"{uri!r}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def device_problem(name: str) -> str | None:
@@ -130,10 +135,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(problem)
     try:
         store = store_for(StudyFolder(Path(args.runs)), args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-        segmenter = load_segmenter(args.model, store, args.device)
+        pred = load_predictor(args.model, store, args.device)
     except (IncompatibleModel, ValueError) as exc:
         return _fail(str(exc))
-    pred = segmenter.predictor
     if args.steps is not None and args.steps > pred.cfg.diffusion.T:
         return _fail(f"--steps {args.steps}: the model's diffusion has T = {pred.cfg.diffusion.T} steps")
     if args.overwrite and out.is_file():
