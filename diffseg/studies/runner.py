@@ -278,7 +278,9 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
                 scheduler=scheduler, **tune_config), run_config=tune.RunConfig(
                 name=name, storage_path=str(folder.ray), verbose=0, callbacks=[progress, outage],
                 failure_config=tune.FailureConfig(max_failures=o.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                # two: a driver killed after a new checkpoint replaced the old one but before Tune saved its state
+                # (which names the old one) still finds it on --resume (seen: "checkpoint does not exist")
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         grid = tuner.fit()
         out.errors += grid.num_errors
         out.unfinished += _unfinished(grid)
