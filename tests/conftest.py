@@ -25,6 +25,7 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DIFFSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "diffseg-cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))  # the state seal's key
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

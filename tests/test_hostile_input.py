@@ -259,3 +259,32 @@ def test_predict_never_unpickles_a_model_and_refuses_one_that_is_not_diffseg(tmp
     assert not marker.exists() and not (tmp_path / "o2").exists()
     pickle.loads(planted[0].read_bytes())  # the planted pickle does run code when unpickled
     assert marker.exists()
+
+
+def test_the_ray_state_seal_names_a_changed_added_or_unsealed_file(tmp_path, monkeypatch):
+    from diffseg.studies.state_seal import SEAL_FILE, Sealer, key_path, problem
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # this test replaces the key
+
+    d = tmp_path / "ray" / "study"
+    (d / "t_00000").mkdir(parents=True)
+    (d / "tuner.pkl").write_bytes(b"state")
+    (d / "t_00000" / "params.pkl").write_bytes(b"params")
+    (d / "diffseg_study.json").write_text("{}")  # diffseg's own files are read as JSON, not sealed
+    assert "no diffseg seal" in problem(d)
+    sealer = Sealer(d)
+    sealer.seal()
+    assert problem(d) is None and (key_path().stat().st_mode & 0o777) == 0o600
+    (d / "diffseg_study.json").write_text('{"x": 1}')
+    assert problem(d) is None
+    (d / "t_00000" / "params.pkl").write_bytes(b"planted")
+    assert "params.pkl" in problem(d) and "changed after it was sealed" in problem(d)
+    sealer.seal()
+    (d / "searcher-state-1.pkl").write_bytes(b"planted")
+    assert "searcher-state-1.pkl" in problem(d) and "not written by this user" in problem(d)
+    sealer.seal()
+    assert problem(d) is None
+    key_path().write_bytes(b"k" * 32)  # another user's key: every file is refused
+    assert "changed after it was sealed" in problem(d)
+    (d / SEAL_FILE).write_text("not json")
+    assert "unreadable seal" in problem(d)

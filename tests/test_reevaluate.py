@@ -1,20 +1,35 @@
 """Re-evaluation from saved weights: the selected EMA weights of every E1/E2 trial evaluated again, without
 retraining, give the numbers of the end of training and rewrite the runs and exports."""
 
+import os
+import pickle
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from diffseg.folder import StudyFolder
+from diffseg.studies import state_seal
 from diffseg.studies.cli import main as study_main
 from diffseg.studies.logged_models import REGISTERED_FROM_TAG
 from diffseg.studies.reevaluate import main as reevaluate_main
+from diffseg.studies.state_seal import SEAL_FILE, user_key
 from tests.test_studies import tiny_spec
 
 ARMS = """
     - {label: ff, experiment: e1}
     - {label: diff, diffusion.weighting: uniform}
     - {label: mask_only, experiment: e3}"""
+
+
+class Planted:
+    """A pickle that runs code when loaded (it creates ``path``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
 
 
 def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp_path, ray_session, capsys):
@@ -41,6 +56,25 @@ def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp
     seg = after[after.experiment.isin(["e1", "e2"])]
     assert version.tags[REGISTERED_FROM_TAG] == seg.run_id[seg.best_val.idxmax()]
 
+
+    # Ray's state is restored only under this user's seal: a planted tuner.pkl is refused before it is unpickled
+    # (the parent run keeps its status), an unsealed state needs --trust-state, and the seal's key is not in it
+    tuner, parent = out / "ray" / "reeval" / "tuner.pkl", after.run_id.iloc[0]
+    parent = client.get_run(parent).data.tags["mlflow.parentRunId"]
+    good, marker = tuner.read_bytes(), tmp_path / "ran"
+    tuner.write_bytes(pickle.dumps(Planted(str(marker))))
+    assert study_main(["--study", str(spec), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "tuner.pkl" in err and "--trust-state" in err and not marker.exists(), err
+    assert client.get_run(parent).info.status == "FINISHED"
+    tuner.write_bytes(good)
+    (out / "ray" / "reeval" / SEAL_FILE).unlink()
+    assert study_main(["--study", str(spec), "--out", str(out), "--resume"]) == 2
+    assert "no diffseg seal" in capsys.readouterr().err
+    assert study_main(["--study", str(spec), "--out", str(out), "--resume", "--trust-state"]) == 0
+    assert state_seal.problem(out / "ray" / "reeval") is None  # sealed again, with this user's key
+    assert user_key() not in good and user_key() not in tuner.read_bytes()
+    capsys.readouterr()
 
     # the plan is a stage: --resume with an edited study file is refused, naming what changed
     spec.write_text(spec.read_text().replace("{label: diff, diffusion.weighting: uniform}",

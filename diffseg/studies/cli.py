@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override a trial config value for every trial, e.g. --set train.steps=50 (repeatable)")
     p.add_argument("--max-failures", type=_non_negative_int, default=1, help="retries of a crashed trial")
     p.add_argument("--resume", action="store_true", help="continue this study's last invocation in --out")
+    p.add_argument("--trust-state", action="store_true",
+                   help="with --resume: restore Ray's state without checking this user's seal on it (a study "
+                        "folder copied from another user; Ray unpickles that state)")
     p.add_argument("--no-models", action="store_true",
                    help="do not log the trials' weights as MLflow models (and register none); default: every E1/E2 "
                         "trial logs its model and the best per dataset is registered as diffseg-<study>-<dataset>")
@@ -172,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             return fail(problem)
     options = RunOptions(folder, args.tracking_uri, args.address, args.max_concurrent, args.cpus_per_trial,
-                         args.gpus_per_trial, args.max_failures, args.resume, not args.no_models, " ".join(sys.argv))
+                         args.gpus_per_trial, args.max_failures, args.resume, not args.no_models, " ".join(sys.argv),
+                         trust_state=args.trust_state)
     concurrency = options.concurrency(plan.trials)
     if args.dry_run and args.json:
         print(json.dumps([{**p.to_dict(), "experiment": p.config["experiment"],

@@ -1,5 +1,6 @@
 """The driver's Tune hooks: a live one-line progress view (trials pending / running / done / failed, best so far,
-elapsed and estimated remaining time) and a watch that ends the study when its tracking server stops answering."""
+elapsed and estimated remaining time), a watch that ends the study when its tracking server stops answering, and
+the seal that follows Ray's saves of its state (``state_seal``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ray import tune
 from ..experiments.kinds import SELECTION
 from ..folder import is_server
 from . import tracking
+from .state_seal import Sealer
 
 
 class Progress(tune.Callback):
@@ -88,3 +90,23 @@ class OutageWatch(tune.Callback):
         if tracking.probe(self.uri) is not None:
             self.down = True
             os.kill(os.getpid(), signal.SIGINT)  # Tune's own interrupt path: stop, save state, return
+
+
+class SealState(tune.Callback):
+    """Seals the tune dir's Ray state after each loop iteration (Ray saves it within the iteration, before
+    ``on_step_end``) and at the experiment's end; ``runner`` also seals once the Tuner exists (``tuner.pkl``) and
+    after ``fit`` returns."""
+
+    def __init__(self, sealer: Sealer):
+        self.sealer = sealer
+
+    def on_step_end(self, iteration, trials, **info):
+        self.sealer.seal(_experiment_dir(trials))
+
+    def on_experiment_end(self, trials, **info):
+        self.sealer.seal(_experiment_dir(trials))
+
+
+def _experiment_dir(trials) -> str | None:
+    """Where the experiment is now (a restored study may have moved; its callbacks come from ``tuner.pkl``)."""
+    return trials[0].storage.experiment_fs_path if trials else None

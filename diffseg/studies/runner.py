@@ -27,6 +27,7 @@ from ..experiments.kinds import SELECTION
 from ..experiments.result import TRIAL_PHASE_LABELS
 from ..files import Busy, atomic_write_text, owner_lock, safe_name
 from ..folder import StudyFolder, is_server
+from . import state_seal
 from .plan import TrialPoint, build_plan, resume_conflict, save_plan
 from .spec import StudySpec
 
@@ -95,6 +96,7 @@ class RunOptions:
     resume: bool = False
     log_models: bool = True
     command: str = ""  # written into the folder's lock, for whoever finds it busy
+    trust_state: bool = False  # --resume restores Ray state without its seal (a folder copied from another user)
 
     def concurrency(self, trials: int) -> int:
         cpus = (os.cpu_count() or 1) if self.address is None else 0  # a cluster: Ray's resources bound it
@@ -160,6 +162,13 @@ def search_space(spec: StudySpec) -> dict[str, Any]:
             for key, d in spec.search.items()}
 
 
+def tune_names(spec: StudySpec, points: list[TrialPoint]) -> list[str]:
+    """The study's Tune experiments (folders under ``ray/``): the grid, or one search per dataset and seed."""
+    if spec.algorithm == "grid":
+        return [spec.name]
+    return [safe_name(f"{spec.name}-{p.dataset}-s{p.seed}", 120, "-_.") for p in points]
+
+
 def trial_name(trial) -> str:
     p = trial.config.get("point", {})
     label = f"{p.get('label', 'trial')}-{p.get('dataset', '')}-s{p.get('seed', '')}"
@@ -195,6 +204,11 @@ def run_study(spec: StudySpec, plan: Plan, options: RunOptions) -> StudyOutcome:
         conflict = resume_conflict(folder, spec.name, spec.path, plan.points)
         if conflict:
             raise StudyRefused(conflict)
+        if not o.trust_state:
+            unsealed = next(filter(None, (state_seal.problem(folder.tune_dir(name))
+                                          for name in tune_names(spec, plan.points))), None)
+            if unsealed:
+                raise StudyRefused(unsealed)
     try:
         tracking_uri = tracking.store_for(folder, o.tracking_uri or recorded, create=True)
     except ValueError as exc:
@@ -222,7 +236,7 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
     from ray.tune.schedulers import ASHAScheduler
 
     from . import tracking
-    from .progress import OutageWatch, Progress
+    from .progress import OutageWatch, Progress, SealState
     from .trainable import StudyContext, run_trial
 
     folder, points, n = o.folder, plan.points, plan.trials
@@ -269,26 +283,31 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
 
     def fit(name: str, trainable, param_space: dict, **tune_config) -> None:
         """One Tuner (restored from ``folder.tune_dir(name)`` on resume) run to its end."""
-        path = str(folder.tune_dir(name))
-        if o.resume and tune.Tuner.can_restore(path):
+        path, sealer = str(folder.tune_dir(name)), state_seal.Sealer(folder.tune_dir(name))
+        if o.resume and tune.Tuner.can_restore(path):  # its seal verified by run_study (or --trust-state)
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(
                 **tune_metric, num_samples=plan.num_samples, reuse_actors=True, max_concurrent_trials=concurrency,
                 scheduler=scheduler, **tune_config), run_config=tune.RunConfig(
-                name=name, storage_path=str(folder.ray), verbose=0, callbacks=[progress, outage],
+                name=name, storage_path=str(folder.ray), verbose=0, callbacks=[progress, outage, SealState(sealer)],
                 failure_config=tune.FailureConfig(max_failures=o.max_failures),
                 # two: a driver killed after a new checkpoint replaced the old one but before Tune saved its state
                 # (which names the old one) still finds it on --resume (seen: "checkpoint does not exist")
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        grid = tuner.fit()
+        sealer.seal()  # tuner.pkl
+        try:
+            grid = tuner.fit()
+        finally:
+            sealer.seal()
         out.errors += grid.num_errors
         out.unfinished += _unfinished(grid)
         _print_errors(grid)
 
     t0 = time.monotonic()
+    names = tune_names(spec, points)
     if spec.algorithm == "grid":
-        fit(spec.name, tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+        fit(names[0], tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
             {"point": tune.grid_search([p.to_dict() for p in points]), **search_space(spec)},
             trial_name_creator=trial_name, trial_dirname_creator=trial_name)
     else:
@@ -298,7 +317,7 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
             if outage.down or tracking.probe(tracking_uri):
                 out.unfinished += plan.num_samples
                 continue
-            name = safe_name(f"{spec.name}-{point.dataset}-s{point.seed}", 120, "-_.")
+            name = names[i]
             fit(name, tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, point=point.to_dict()), resources),
                 search_space(spec), search_alg=OptunaSearch(**tune_metric, seed=point.seed + i,
                                                             storage=folder.optuna_storage, study_name=name))
