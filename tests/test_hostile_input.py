@@ -3,6 +3,7 @@ message and what it wrote (nothing, for a refusal)."""
 
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -288,3 +289,73 @@ def test_the_ray_state_seal_names_a_changed_added_or_unsealed_file(tmp_path, mon
     assert "changed after it was sealed" in problem(d)
     (d / SEAL_FILE).write_text("not json")
     assert "unreadable seal" in problem(d)
+
+
+def test_predict_draws_any_ensemble_in_bounded_blocks_with_the_same_summary(monkeypatch):
+    """``predict --ensemble 100000`` must not hold 100000 members: patches x members per sampler call stay within
+    ``SAMPLES_PER_CALL``, and the running sums give the mean and std that all members at once would."""
+    import torch
+
+    from diffseg.experiments import build, modes
+    from diffseg.experiments.config import TrialConfig
+    from diffseg.experiments.predictor import Predictor
+    from diffseg.masks import ensemble_summary
+
+    from .test_experiments import TINY
+
+    blocks = modes.sample_blocks(7, 600)
+    covered = [(i, m) for a, b, s, e in blocks for i in range(a, b) for m in range(s, e)]
+    assert max((b - a) * (e - s) for a, b, s, e in blocks) <= modes.SAMPLES_PER_CALL
+    assert sorted(covered) == [(i, m) for i in range(7) for m in range(600)]
+    monkeypatch.setattr(modes, "SAMPLES_PER_CALL", 3)
+    cfg = TrialConfig.from_dict(TINY)
+    pred = Predictor(cfg, build.model(cfg, 3).state_dict(), "cpu")
+    drawn, real = [], pred.mode.predict
+
+    def recording(*args):
+        out = real(*args)
+        drawn.append(out)
+        return out
+
+    monkeypatch.setattr(pred.mode, "predict", recording)
+    r = pred.predict(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8), ensemble=7, steps=2)
+    assert len(drawn) == 3 and max(d.shape[0] * d.shape[1] for d in drawn) <= 3
+    mean, std, _ = ensemble_summary(torch.cat(drawn, dim=1).float(), dim=1, rule=pred.mode.probability)
+    assert np.allclose(r.probability, mean[0, 0].numpy(), atol=1e-6)
+    assert np.allclose(r.std, std[0, 0].numpy(), atol=1e-6)
+    assert 0 < r.std.max() and r.members == 7
+
+
+MEMORY_PROBE = """
+import resource, sys
+import numpy as np
+from diffseg.experiments import build
+from diffseg.experiments.config import TrialConfig
+from diffseg.experiments.predictor import Predictor
+from diffseg.studies.predict import save_maps
+from tests.test_experiments import TINY
+side = int(sys.argv[1])
+cfg = TrialConfig.from_dict(TINY)
+pred = Predictor(cfg, build.model(cfg, 3).state_dict(), "cpu")
+image = np.zeros((side, side, 3), np.uint8)
+pred.predict(image[:64, :64], 2, 2)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+r = pred.predict(image, 2, 2)
+save_maps(__import__("pathlib").Path(sys.argv[2]), "x", r.probability, r.std, r.mask)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / side**2)
+"""
+
+
+def test_a_large_legal_image_is_predicted_within_the_stated_memory_bound(tmp_path):
+    """The predictor's docstring states 10 bytes per pixel for its maps; with the resize and save temporaries a
+    4000^2 image stays under 24 bytes per pixel above the image itself (it took 40 before the bound)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "4000", str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    per_pixel = float(out.stdout.split()[-1])
+    assert per_pixel < 24, f"{per_pixel:.1f} bytes per pixel above the image"
+    assert Image.open(tmp_path / "x_prob.png").size == (4000, 4000)

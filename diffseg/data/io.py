@@ -36,7 +36,7 @@ def read_image(path: Path) -> np.ndarray:
                     raise ReadError(f"{path}: {im.mode} image with values outside 0..65535; convert it to 8 or "
                                     "16 bits first")
                 return np.repeat(np.round(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # (convert copies even RGB)
     except Image.DecompressionBombError as exc:
         raise ReadError(f"{path}: refused as a decompression bomb ({exc})") from None
     except ReadError:

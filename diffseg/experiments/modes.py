@@ -24,6 +24,16 @@ from .config import sampling_options
 from .kinds import EXPERIMENTS, FEED_FORWARD, GENERATION, MASK_ONLY, SEGMENTATION, Experiment
 
 Tensor = torch.Tensor
+SAMPLES_PER_CALL = 256  # images x members drawn by one ``Mode.predict`` call: the bound on ensemble memory
+
+
+def sample_blocks(images: int, members: int) -> list[tuple[int, int, int, int]]:
+    """(first image, end image, first member, end member) blocks of at most ``SAMPLES_PER_CALL`` samples: whole
+    ensembles of ``SAMPLES_PER_CALL // members`` images, or one image's ensemble in slices where it is larger."""
+    per = min(members, SAMPLES_PER_CALL)
+    size = max(1, SAMPLES_PER_CALL // per)
+    return [(a, min(images, a + size), m, min(members, m + per)) for a in range(0, images, size)
+            for m in range(0, members, per)]
 
 
 @dataclass

@@ -2,6 +2,10 @@
 dataset's patches (the same physical size as in training, e.g. MoNuSeg's 64 um), each patch resized to the trial's
 resolution with its resize filter, an ensemble drawn with the trial's sampler (or the one asked for), and the mean
 foreground probability and the ensemble std resized back and stitched at the original size (overlaps averaged).
+Memory is bounded: patches and members are drawn in blocks of at most ``modes.SAMPLES_PER_CALL`` samples, each
+block's member probabilities reduced to running sums (float64, per patch) and stitched before the next block, so an
+ensemble of any size costs the same; the stitched maps take 10 bytes per image pixel (two float32 maps and a uint16
+overlap count), beside the caller's 3-byte RGB image.
 E1 models (and the feed-forward references) give one member; E3/E4 models do not segment images and are refused.
 """
 
@@ -17,12 +21,12 @@ from PIL import Image
 
 from ..data.prepare import RESIZE, patch_boxes
 from ..data.registry import get_spec
-from ..masks import ensemble_summary
+from ..masks import member_probs
 from ..models import REFERENCE_ARCHITECTURES
 from . import build
 from .config import TrialConfig
 from .kinds import FEED_FORWARD, SEGMENTING
-from .modes import MODES
+from .modes import MODES, sample_blocks
 
 
 class IncompatibleModel(ValueError):
@@ -77,19 +81,35 @@ class Predictor:
             else (ensemble or ev.ensemble)
         h, w = image.shape[:2]
         boxes = patch_boxes(h, w, self.patch)
-        batch = torch.stack([self._prepare(image[y : y + bh, x : x + bw]) for y, x, bh, bw in boxes]).to(self.device)
-        masks = torch.zeros(batch.shape[0], 1, *batch.shape[-2:], device=self.device)
+        prob, unc = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        count = np.zeros((h, w), np.uint16)
         g = torch.Generator(device=self.device).manual_seed(seed)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.bf16):
-            members = self.mode.predict(self.model, self.ctx, batch, masks, n, ev, g).float().cpu()
-        mean, std, _ = ensemble_summary(members, dim=1, rule=self.mode.probability)
-        prob, unc, count = (np.zeros((h, w), np.float64) for _ in range(3))
-        for (y, x, bh, bw), m, s in zip(boxes, mean[:, 0].numpy(), std[:, 0].numpy(), strict=True):
-            prob[y : y + bh, x : x + bw] += _resize(m, bw, bh)
-            unc[y : y + bh, x : x + bw] += _resize(s, bw, bh)
-            count[y : y + bh, x : x + bw] += 1
-        prob = np.clip(prob / count, 0, 1).astype(np.float32)
-        unc = np.clip(unc / count, 0, None).astype(np.float32)
+        total = second = None
+        for a, b, m, e in sample_blocks(len(boxes), n):
+            if m == 0:
+                batch = torch.stack([self._prepare(image[y : y + bh, x : x + bw])
+                                     for y, x, bh, bw in boxes[a:b]]).to(self.device)
+                masks = torch.zeros(batch.shape[0], 1, *batch.shape[-2:], device=self.device)
+                total = second = 0.0
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.bf16):
+                members = self.mode.predict(self.model, self.ctx, batch, masks, e - m, ev, g)
+            p = member_probs(members.float(), self.mode.probability).double()
+            total, second = total + p.sum(dim=1), second + p.pow(2).sum(dim=1)
+            if e < n:
+                continue
+            mean = (total / n).clamp(0, 1)
+            std = (second / n - mean.pow(2)).clamp_min(0).sqrt()  # population std over members, as in masks
+            for (y, x, bh, bw), mu, sd in zip(boxes[a:b], mean[:, 0].cpu().numpy(), std[:, 0].cpu().numpy(),
+                                              strict=True):
+                prob[y : y + bh, x : x + bw] += _resize(mu, bw, bh)
+                unc[y : y + bh, x : x + bw] += _resize(sd, bw, bh)
+                count[y : y + bh, x : x + bw] += 1
+        if len(boxes) > 1:  # overlaps averaged (one box covers the image once)
+            np.divide(prob, count, out=prob)
+            np.divide(unc, count, out=unc)
+        del count
+        np.clip(prob, 0, 1, out=prob)
+        np.clip(unc, 0, None, out=unc)
         return Prediction(prob, unc, prob > 0.5, n)
 
 

@@ -48,7 +48,7 @@ from . import build
 from .config import TrialConfig
 from .evaluate import per_image_metrics, reliability, save_gallery, summarise
 from .kinds import SELECTION
-from .modes import MODES, Mode
+from .modes import MODES, Mode, sample_blocks
 from .result import (
     BEST_VAL,
     CHECKPOINT,
@@ -262,10 +262,6 @@ class Trial:
             images = torch.zeros(masks.shape[0], 3, *masks.shape[-2:])
         return idx, images.to(self.device), masks.to(self.device)
 
-    def _chunks(self, n: int, per: int):
-        size = max(1, 256 // max(per, 1))
-        return [(i, min(n, i + size)) for i in range(0, n, size)]
-
     @torch.no_grad()
     def predict(self, model, images, masks, n: int, steps: int, seed: int) -> torch.Tensor:
         ev = self.cfg.eval
@@ -273,12 +269,13 @@ class Trial:
         g = torch.Generator(device=self.device).manual_seed(seed)
         if self.cfg.model.architecture in REFERENCE_ARCHITECTURES:
             n = 1
-        outs = []
+        outs: dict[int, list[torch.Tensor]] = {}
         model.eval()
         with self._autocast():
-            for a, b in self._chunks(images.shape[0], n):
-                outs.append(self.mode.predict(model, self.ctx, images[a:b], masks[a:b], n, ev_local, g).float())
-        return torch.cat(outs)
+            for a, b, m, e in sample_blocks(images.shape[0], n):
+                outs.setdefault(a, []).append(
+                    self.mode.predict(model, self.ctx, images[a:b], masks[a:b], e - m, ev_local, g).float())
+        return torch.cat([torch.cat(members, dim=1) for members in outs.values()])
 
     @torch.no_grad()
     def x0_errors(self, model, split: str, conditioned: bool, grid: list[int], limit: int, seed: int) -> list[float]:

@@ -107,9 +107,13 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
 
 
 def save_maps(out: Path, stem: str, probability: np.ndarray, std: np.ndarray, mask: np.ndarray) -> None:
-    Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{stem}_mask.png")
+    """The three maps as PNGs, with one float32 temporary (4 bytes per pixel) at a time."""
+    Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(out / f"{stem}_mask.png")
     for name, a in (("prob", probability), ("std", std)):
-        Image.fromarray(np.round(np.clip(a, 0, 1) * 65535).astype(np.uint16)).save(out / f"{stem}_{name}.png")
+        q = np.clip(a, 0, 1, dtype=np.float32)
+        q *= 65535
+        Image.fromarray(np.rint(q, out=q).astype(np.uint16)).save(out / f"{stem}_{name}.png")
+        del q
 
 
 def run(args: argparse.Namespace) -> int:
