@@ -16,12 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffseg.bench")
     parser.add_argument("name", choices=[*BENCHES, "all"])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="quality: keep each (dataset, target) result in DIR and reuse it (a long run continued)")
     args = parser.parse_args(argv)
     names = list(ALL) if args.name == "all" else [args.name]
     results = {}
     for name in names:
         mod = importlib.import_module(f"diffseg.bench.{BENCHES[name]}")
-        results[name] = mod.run()
+        results[name] = mod.run(cache=args.cache) if args.cache and name == "quality" else mod.run()
         if not args.json:
             print(mod.table(results[name]))
     if args.json:
