@@ -34,9 +34,13 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Test processes (pytest-xdist, work stealing): most end-to-end tests wait on servers, Ray and subprocess drivers,
+# so more processes than cores overlap the waits; each process runs torch on one thread (tests/conftest.py).
+TEST_WORKERS ?= 3
+
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -13,6 +13,12 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel processes: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real samples; their absence is an error, not a skip (CI has them)."""

@@ -1,14 +1,16 @@
 import itertools
-import json
-
-from diffseg.bench.__main__ import main
 
 
-def test_data_bench_json(shared_data, capsys):
-    assert main(["data", "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
-    assert set(r["cold_build_s"]) == {"64", "128"} and r["samples"]["64"] == 480
-    assert r["warm_load_s"] > 0 and r["loader_samples_per_s"] > 0 and r["loader_samples_per_s_augmented"] > 0
+def test_data_bench_measures_each_set_and_resolution(shared_data):
+    from diffseg.bench import data
+
+    r = data.run(sets=("monuseg",), resolutions=(48, 64), loader_batches=5)
+    assert [(x["dataset"], x["resolution"], x["samples"]) for x in r["rows"]] == [("monuseg", 48, 480),
+                                                                                 ("monuseg", 64, 480)]
+    big, small = r["rows"][1], r["rows"][0]
+    assert big["cache_mb"] > small["cache_mb"] > 0 and small["warm_load_s"] < small["cold_build_s"]
+    assert small["loader_samples_per_s"] > 0 and small["loader_samples_per_s_augmented"] > 0 and r["passed"]
+    assert "monuseg" in data.table(r)
 
 
 def test_counted_flops_match_an_analytic_conv_stack():
@@ -34,3 +36,13 @@ def test_model_benchmark_mfu_is_a_fraction_of_a_measured_peak():
     assert 0 < m["mfu"] <= 1 and r["peak_flops"] >= max(r["kernels"].values()) * 0.999
     assert abs(sum(m["time_split"].values()) - 1) < 1e-9 and set(m["time_split"]) == {"forward", "backward",
                                                                                        "optimizer", "ema"}
+
+
+def test_speedups_measure_each_change_against_eager_and_the_loader_against_a_step(shared_data):
+    from diffseg.bench import speedups
+
+    r = speedups.layouts_and_compile("ensemdiff", compile_model=False)
+    assert r["eager_step_s"] > 0 and r["channels_last_step_s"] > 0 and "compiled_step_s" not in r
+    ld = speedups.loader_share(batches=3)
+    assert 0 < ld["plain_share"] < 1 and 0 < ld["augmented_share"] < 1
+    assert ld["augmented_batch_s"] > 0 and ld["dataset"] == "isic2017"

@@ -8,7 +8,7 @@ import json
 import sys
 
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
-           "quality": "quality", "study": "study", "cluster": "cluster", "gpu": "gpu"}
+           "quality": "quality", "speedups": "speedups", "study": "study", "cluster": "cluster", "gpu": "gpu"}
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
 
 

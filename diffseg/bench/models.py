@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,18 +89,35 @@ def _trial_cfg(budget: str, arch: str) -> TrialConfig:
                                   "experiment": FEED_FORWARD if arch in REFERENCE_ARCHITECTURES else SEGMENTATION})
 
 
+@dataclass
+class StepParts:
+    """What one benchmarked training step needs: the model, its diffusion context, optimiser, EMA, mode, noise
+    generator and a fixed random batch (images in [-1, 1]-like noise, masks in {-1, +1})."""
+    model: torch.nn.Module
+    ctx: object
+    opt: torch.optim.Optimizer
+    ema: object
+    mode: object
+    g: torch.Generator
+    images: torch.Tensor
+    masks: torch.Tensor
+
+
+def step_parts(cfg: TrialConfig, device: str = "cpu") -> StepParts:
+    res, bs, dev = cfg.data.resolution, cfg.train.batch_size, torch.device(device)
+    model = build.model(cfg, 3).to(dev)
+    return StepParts(model, build.diffusion_context(cfg), torch.optim.AdamW(model.parameters(), lr=1e-4),
+                     _ema(model, cfg.train.ema_decay), MODES[cfg.experiment],
+                     torch.Generator(device=dev).manual_seed(0), torch.randn(bs, 3, res, res, device=dev),
+                     torch.where(torch.randn(bs, 1, res, res, device=dev) > 0, 1.0, -1.0))
+
+
 def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu") -> dict:
     """On ``cuda``: bf16 autocast, as a trial with ``train.bf16`` trains."""
     res, bs = cfg.data.resolution, cfg.train.batch_size
     dev = torch.device(device)
-    model = build.model(cfg, 3).to(dev)
-    ctx = build.diffusion_context(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ema = _ema(model, cfg.train.ema_decay)
-    mode = MODES[cfg.experiment]
-    g = torch.Generator(device=dev).manual_seed(0)
-    images = torch.randn(bs, 3, res, res, device=dev)
-    masks = torch.where(torch.randn(bs, 1, res, res, device=dev) > 0, 1.0, -1.0)
+    p = step_parts(cfg, device)
+    model, ctx, opt, ema, mode, g, images, masks = (p.model, p.ctx, p.opt, p.ema, p.mode, p.g, p.images, p.masks)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with FlopCounterMode(display=False) as fc, amp:
