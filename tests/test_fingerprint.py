@@ -125,11 +125,14 @@ def test_label_mmse_limits_and_monte_carlo():
 def test_clipped_disc_area_matches_pixel_counting():
     h = w = 64
     yy, xx = np.mgrid[0:h * 8, 0:w * 8] / 8 + 1 / 16  # 8x supersampled pixel centres
-    for (y, x, r) in [(31, 31, 10.0), (0, 0, 20.0), (0, 40, 30.0), (10, 63, 45.0), (5, 5, 100.0)]:
+    # inside; one corner; two borders; two borders and their corner; four borders, no corner; every corner
+    for (y, x, r) in [(31, 31, 10.0), (0, 0, 20.0), (0, 40, 30.0), (10, 63, 45.0), (40, 20, 35.0), (31, 31, 40.0),
+                      (5, 5, 100.0)]:
         cy, cx = y + 0.5, x + 0.5
         counted = float(((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).sum()) / 64
         exact = float(clipped_disc_area(np.array([r]), np.array([y]), np.array([x]), h, w)[0])
         assert exact == pytest.approx(counted, rel=0.02), (y, x, r)
+    assert clipped_disc_area(np.array([1000.0]), np.array([31]), np.array([7]), h, w)[0] == pytest.approx(h * w)
     # a corner pixel pools at most the image, never the 4x it would with an unclipped disc
     m = np.zeros((1, 16, 16), bool)
     m[0, 8:, 8:] = True

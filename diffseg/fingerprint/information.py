@@ -70,25 +70,40 @@ def _tables(prior: float) -> tuple[np.ndarray, np.ndarray]:
     return label_mmse(s, prior, 1), label_mmse(s, prior, -1)
 
 
-def _quadrant(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Area of {0 <= x <= a, 0 <= y <= b, x^2 + y^2 <= r^2} (a quarter disc cut by a box corner)."""
-    a, b = np.minimum(a, r), np.minimum(b, r)
-    x0 = np.sqrt(np.maximum(r * r - b * b, 0.0))
-    x0 = np.minimum(x0, a)
+def _segment(r: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Area of the disc of radius r beyond a line at distance a < r from its centre: r^2 acos(a/r) - a sqrt(r^2-a^2)."""
+    return r * r * np.arccos(a / r) - a * np.sqrt(r * r - a * a)
+
+
+def _corner(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Area of {u > a, v > b, u^2 + v^2 <= r^2} for a^2 + b^2 < r^2: the integral of sqrt(r^2 - u^2) - b over
+    u in [a, sqrt(r^2 - b^2)]."""
+    x1 = np.sqrt(r * r - b * b)
 
     def prim(x):  # integral of sqrt(r^2 - u^2) from 0 to x
         return 0.5 * (x * np.sqrt(np.maximum(r * r - x * x, 0.0)) + r * r * np.arcsin(np.clip(x / r, -1, 1)))
 
-    return np.where(a * a + b * b <= r * r, a * b, b * x0 + prim(a) - prim(x0))
+    return prim(x1) - prim(a) - b * (x1 - a)
 
 
 def clipped_disc_area(r: np.ndarray, y: np.ndarray, x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Exact area of the disc of radius r centred at pixel centre (y + 0.5, x + 0.5) inside the h x w image."""
-    top, left = y + 0.5, x + 0.5
-    bottom, right = h - top, w - left
-    r = np.maximum(r, 1e-12)
-    return (_quadrant(r, left, top) + _quadrant(r, right, top) + _quadrant(r, left, bottom)
-            + _quadrant(r, right, bottom))
+    """Exact area of the disc of radius r centred at pixel centre (y + 0.5, x + 0.5) inside the h x w image, by
+    inclusion-exclusion: pi r^2 minus the segment beyond each border the disc crosses, plus the part beyond both
+    borders of each image corner inside the disc (opposite borders' segments are disjoint). Only the borders and
+    corners a pixel's disc reaches are evaluated (most cut discs cross one border)."""
+    r = np.maximum(np.asarray(r, dtype=np.float64), 1e-12)
+    sides = (y + 0.5, x + 0.5, h - y - 0.5, w - x - 0.5)  # top, left, bottom, right
+    area = math.pi * r * r
+    for a in sides:
+        cut = a < r
+        if cut.any():
+            area[cut] -= _segment(r[cut], a[cut])
+    for i, j in ((0, 1), (0, 3), (2, 1), (2, 3)):
+        a, b = sides[i], sides[j]
+        corner = a * a + b * b < r * r
+        if corner.any():
+            area[corner] += _corner(r[corner], a[corner], b[corner])
+    return area
 
 
 @lru_cache(maxsize=8)
@@ -135,12 +150,11 @@ def pooling_area_histogram(masks: np.ndarray, threads: int | None = None) -> tup
     on log-area bins of width 0.005."""
     m = masks.astype(bool)
     n, h, w = m.shape
-    boundary = boundary_map(m)
     n_bins = math.ceil(math.log(h * w) / _LOG_A_STEP) + 2
     lut = _log_bin(np.maximum(math.pi * np.arange(h * h + w * w + 1, dtype=np.float64), 1.0))
 
     def one(i):
-        idx = _area_bins(m[i], boundary[i], lut)
+        idx = _area_bins(m[i], boundary_map(m[i : i + 1])[0], lut)
         return np.bincount(idx.ravel() + n_bins * m[i].ravel(), minlength=2 * n_bins)
 
     with ThreadPoolExecutor(threads) as pool:

@@ -45,15 +45,16 @@ def mask_statistics(masks: np.ndarray) -> dict:
         lab, k = ndimage.label(mask, structure=EIGHT_CONNECTED)
         flat = lab.ravel()
         area = np.bincount(flat, minlength=k + 1)[1:]
-        return (k, area, np.bincount(flat, weights=yy.ravel(), minlength=k + 1)[1:] / np.maximum(area, 1) / h,
+        edge = int((boundary_map(mask[None])[0] & mask).sum())
+        return (k, edge, area, np.bincount(flat, weights=yy.ravel(), minlength=k + 1)[1:] / np.maximum(area, 1) / h,
                 np.bincount(flat, weights=xx.ravel(), minlength=k + 1)[1:] / np.maximum(area, 1) / w)
 
     with ThreadPoolExecutor() as pool:
         per_mask = list(pool.map(objects_of, m))
     objects = [p[0] for p in per_mask]
-    areas, cy, cx = ([p[i] for p in per_mask if p[0]] for i in (1, 2, 3))
+    boundary_px = sum(p[1] for p in per_mask)
+    areas, cy, cx = ([p[i] for p in per_mask if p[0]] for i in (2, 3, 4))
     areas_a = np.concatenate(areas) if areas else np.zeros(0)
-    b = boundary_map(m) & m
     fg_total = m.sum()
     return {
         "cases": int(n), "size": [int(h), int(w)],
@@ -62,6 +63,6 @@ def mask_statistics(masks: np.ndarray) -> dict:
         "object_area_px": _q(areas_a),
         "centroid_spread": ({"y": float(np.std(np.concatenate(cy))), "x": float(np.std(np.concatenate(cx)))}
                             if cy else {}),
-        "boundary_fraction": float(b.sum() / fg_total) if fg_total else 0.0,
+        "boundary_fraction": float(boundary_px / fg_total) if fg_total else 0.0,
         "sparse": bool(fg.mean() < SPARSE_FG),
     }
