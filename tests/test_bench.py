@@ -46,3 +46,32 @@ def test_speedups_measure_each_change_against_eager_and_the_loader_against_a_ste
     ld = speedups.loader_share(batches=3)
     assert 0 < ld["plain_share"] < 1 and 0 < ld["augmented_share"] < 1
     assert ld["augmented_batch_s"] > 0 and ld["dataset"] == "isic2017"
+
+
+def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
+    """A setting at 100x fewer evaluations that matches the reference image by image reaches the goal on the point
+    and on the interval; one 0.5 IoU point lower on average but spread +-3 points per image reaches it on the point
+    only; one 5 points lower reaches neither; one equal at 10x fewer evaluations is not cheap enough."""
+    import numpy as np
+
+    from diffseg.bench import quality
+
+    rng = np.random.default_rng(0)
+    iou, ece = rng.uniform(0.5, 0.9, 16), rng.uniform(0.02, 0.1, 16)
+    spread = np.where(np.arange(16) % 2, 0.03, -0.03) - 0.005
+
+    def row(sampler, steps, d_iou):
+        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)), "ece": float(ece.mean()),
+                "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
+                "per_image": {"iou": (iou + d_iou).tolist(), "ece": ece.tolist()}}
+
+    result = {"dataset": "d", "target": "eps", "resolution": 32, "train_s": 1.0,
+              "rows": [row("ddpm", 1000, 0.0), row("same", 10, 0.0), row("noisy", 10, spread), row("worse", 10, -0.05),
+                       row("slow", 100, 0.0)]}
+    c = quality.compare(result)
+    by = {s["sampler"]: (s["meets_goal"], s["meets_goal_ci"]) for s in c["settings"]}
+    assert by == {"same": (True, True), "noisy": (True, False), "worse": (False, False), "slow": (False, False)}
+    d = quality.summary([c])["d"]
+    assert d["reached"] and d["reached_ci"] and d["by_ci"] == ["eps/same-10"]
+    assert "reached True" in quality.table({"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1,
+                                            "results": [c], "per_dataset": {"d": d}})

@@ -12,18 +12,26 @@ BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerpr
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
 
 
+def _quality_args(args) -> dict:
+    given = {"datasets": args.dataset, "images": args.images, "resolution": args.resolution, "cache": args.cache}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffseg.bench")
     parser.add_argument("name", choices=[*BENCHES, "all"])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="quality: keep each (dataset, target) result in DIR and reuse it (a long run continued)")
+    parser.add_argument("--dataset", action="append", default=None, help="quality: only these datasets (repeatable)")
+    parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
+    parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
     args = parser.parse_args(argv)
     names = list(ALL) if args.name == "all" else [args.name]
     results = {}
     for name in names:
         mod = importlib.import_module(f"diffseg.bench.{BENCHES[name]}")
-        results[name] = mod.run(cache=args.cache) if args.cache and name == "quality" else mod.run()
+        results[name] = mod.run(**_quality_args(args)) if name == "quality" else mod.run()
         if not args.json:
             print(mod.table(results[name]))
     if args.json:

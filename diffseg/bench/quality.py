@@ -37,8 +37,9 @@ GOAL = {"iou_points": 1.0, "ece": 0.01, "fewer_evaluations": 50}
 MEMBERS, IMAGES = 10, 16
 
 
-def _trained(dataset: str, target: str, out: str, images: int) -> Trial:
-    cfg = TrialConfig.from_dict({**budget_overlay("cpu", dataset), "data.dataset": dataset,
+def _trained(dataset: str, target: str, out: str, images: int, resolution: int | None) -> Trial:
+    scale = {} if resolution is None else {"data.resolution": resolution}
+    cfg = TrialConfig.from_dict({**budget_overlay("cpu", dataset), **scale, "data.dataset": dataset,
                                  "diffusion.target": target, "eval.ensemble": MEMBERS, "eval.test_max_images": images,
                                  "eval.curve_points": 2, "output_dir": out})
     train_trial(cfg)
@@ -64,13 +65,14 @@ def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int) -> dict:
             "wall_s": wall, "per_image": {"iou": [r["iou"] for r in rows], "ece": [r["ece"] for r in rows]}}
 
 
-def measure(dataset: str, target: str, images: int = IMAGES) -> dict:
+def measure(dataset: str, target: str, images: int = IMAGES, resolution: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        trial = _trained(dataset, target, tmp, images)
+        trial = _trained(dataset, target, tmp, images, resolution)
         train_s = time.perf_counter() - t0
         rows = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS]
-    return {"dataset": dataset, "target": target, "train_s": train_s, "rows": rows}
+    return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution, "train_s": train_s,
+            "rows": rows}
 
 
 def compare(result: dict) -> dict:
@@ -91,7 +93,8 @@ def compare(result: dict) -> dict:
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
-    return {"dataset": result["dataset"], "target": result["target"], "train_s": result["train_s"],
+    return {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
+            "train_s": result["train_s"],
             "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:]}
 
 
@@ -115,15 +118,18 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
-def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None) -> dict:
+def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
+        resolution: int | None = None) -> dict:
+    """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores)."""
     results = []
     for ds in datasets:
         for target in targets:
-            path = Path(cache) / f"{ds}-{target}.json" if cache else None
+            name = f"{ds}-{target}-{resolution or 'cpu'}px-{images}img.json"
+            path = Path(cache) / name if cache else None
             if path is not None and path.exists():
                 results.append(json.loads(path.read_text()))
                 continue
-            r = measure(ds, target, images)
+            r = measure(ds, target, images, resolution)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(r))
@@ -135,7 +141,8 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
 
 def table(r: dict) -> str:
     g = r["goal"]
-    lines = [f"ensemble quality vs cost ({r['members']} members, {r['images']} test images, cpu-budget EnsemDiff, "
+    lines = [f"ensemble quality vs cost ({r['members']} members, {r['images']} test images, cpu-budget EnsemDiff at "
+             f"{', '.join(sorted({str(c['resolution']) for c in r['results']}))} px, "
              f"vote-fraction probability, threads {r['threads']}); goal: within {g['iou_points']} IoU point and "
              f"{g['ece']} ECE of DDPM-1000 at >= {g['fewer_evaluations']}x fewer model evaluations"]
     for c in r["results"]:
