@@ -246,6 +246,9 @@ def test_predict_never_unpickles_a_model_and_refuses_one_that_is_not_diffseg(tmp
     args = ["--images", str(tmp_path / "images"), "--tracking-uri", uri, "--steps", "2", "--ensemble", "2"]
     assert predict_main(["--model", model_uri, "--out", str(tmp_path / "o1"), *args]) == 0
     assert (tmp_path / "o1" / "a_mask.png").exists() and not marker.exists()
+    assert predict_main(["--model", model_uri, "--out", str(tmp_path / "o3"), *args, "--steps", "10000"]) == 2
+    assert "--steps 10000: the model's diffusion has T = 100 steps" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists()
 
     class Other(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):
@@ -359,3 +362,57 @@ def test_a_large_legal_image_is_predicted_within_the_stated_memory_bound(tmp_pat
     per_pixel = float(out.stdout.split()[-1])
     assert per_pixel < 24, f"{per_pixel:.1f} bytes per pixel above the image"
     assert Image.open(tmp_path / "x_prob.png").size == (4000, 4000)
+
+
+def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a_note(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """predict on a study folder moved elsewhere finds its model through the folder's own store (re-pointed like
+    export, report and resume do); a corrupt ``mlflow.db`` is exit 2 for predict and export and a note for the
+    report; export to a missing folder creates nothing; the report does not wait for a server that is down."""
+    import shutil
+    import time
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from diffseg.experiments import train_trial
+    from diffseg.folder import StudyFolder
+    from diffseg.report.cli import attach_to_mlflow
+    from diffseg.studies import tracking
+    from diffseg.studies.export_cli import main as export_main
+    from diffseg.studies.logged_models import log_trial_model
+
+    from .test_experiments import TINY
+
+    folder = StudyFolder(tmp_path / "runs")
+    exp_id, parent = tracking.setup_study(folder.store_uri, "m", folder.root, None, params={}, tags={})
+    run_id, _ = tracking.child_run(MlflowClient(folder.store_uri), exp_id, parent, "t0", "t0", {})
+    result = train_trial({**TINY, "train.steps": 2, "output_dir": str(tmp_path / "trial")})
+    log_trial_model(folder.store_uri, run_id, result)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri in log_trial_model exports it
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    shutil.move(folder.root, moved)  # the old absolute artifact paths are gone
+    _images(tmp_path / "images", ["a.png"])
+    args = ["--images", str(tmp_path / "images"), "--steps", "2", "--ensemble", "2"]
+    assert predict_main(["--model", run_id, "--runs", str(moved), "--out", str(tmp_path / "o1"), *args]) == 0
+    assert (tmp_path / "o1" / "a_mask.png").exists()
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"garbage" * 100)
+    assert predict_main(["--model", run_id, "--runs", str(corrupt), "--out", str(tmp_path / "o2"), *args]) == 2
+    assert "mlflow.db: not a readable MLflow store" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    assert export_main(["--study", "m", "--out", str(corrupt)]) == 2
+    assert "not a readable MLflow store" in capsys.readouterr().err
+    assert sorted(p.name for p in corrupt.iterdir()) == ["mlflow.db"]
+    note = attach_to_mlflow(SimpleNamespace(meta={"parent_run_id": parent}, runs=corrupt, study="m"), tmp_path, None)
+    assert "not a readable MLflow store" in note
+
+    assert export_main(["--study", "m", "--out", str(tmp_path / "missing" / "x")]) == 2
+    assert "no MLflow store" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+
+    t0 = time.monotonic()
+    dead = f"http://127.0.0.1:{__import__('tests.conftest', fromlist=['free_port']).free_port()}"
+    note = attach_to_mlflow(SimpleNamespace(meta={"parent_run_id": parent}, runs=moved, study="m"), tmp_path, dead)
+    assert "does not answer" in note and time.monotonic() - t0 < 30
