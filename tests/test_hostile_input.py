@@ -370,6 +370,8 @@ def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a
     export, report and resume do); a corrupt ``mlflow.db`` is exit 2 for predict and export and a note for the
     report; export to a missing folder creates nothing; the report does not wait for a server that is down."""
     import shutil
+    import subprocess
+    import sys
     import time
     from types import SimpleNamespace
 
@@ -395,9 +397,14 @@ def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a
     shutil.move(folder.root, moved)  # the old absolute artifact paths are gone
     _images(tmp_path / "images", ["a.png"])
     args = ["--images", str(tmp_path / "images"), "--steps", "2", "--ensemble", "2"]
-    assert predict_main(["--model", run_id, "--runs", str(moved), "--out", str(tmp_path / "o1"), *args]) == 0
-    assert (tmp_path / "o1" / "a_mask.png").exists()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # a new shell: the command alone
+    p = subprocess.run([sys.executable, "-m", "diffseg.cli", "predict", "--model", run_id, "--runs", str(moved),
+                        "--out", str(tmp_path / "o1"), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "o1" / "a_mask.png").exists() and not (tmp_path / "mlflow.db").exists()
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # predict exports its store too: a new shell has none
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"garbage" * 100)

@@ -70,10 +70,10 @@ def load_predictor(model: str, tracking_uri: str, device: str) -> Predictor:
     from mlflow.exceptions import MlflowException
 
     uri = f"runs:/{model}/{MODEL_NAME}" if RUN_ID.match(model) else model
+    mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="diffseg-model-") as tmp:
-        try:  # the store passed, not set process-wide (mlflow.set_tracking_uri would export it to later calls)
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
-                                                              registry_uri=tracking_uri))
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except (MlflowException, OSError) as exc:
             raise IncompatibleModel(f"cannot load model {uri!r}: {str(exc).splitlines()[0]}") from None
         try:
