@@ -51,8 +51,10 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from diffseg.studies.runner import LOCAL_RAY_CONFIG
+
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 1024**2,
-             log_to_driver=False)
+             log_to_driver=False, _system_config=LOCAL_RAY_CONFIG)
     yield
     ray.shutdown()
 

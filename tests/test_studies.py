@@ -344,3 +344,16 @@ def test_unknown_registry_parameters_are_refused_before_ray(tmp_path, capsys, ar
     assert study_main(["--study", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_embedded_ray_runs_trials_at_normal_priority():
+    """Ray starts its workers at niceness 15; the study's own Ray (``start_ray``) at 0, so a trial's steps do not
+    yield to the driver, raylet and tracking server (the niceness of a worker, in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = ("import os, ray\nfrom diffseg.studies.runner import start_ray\nstart_ray(None)\n"
+            "print('niceness', ray.get(ray.remote(lambda: os.nice(0)).remote()))\nray.shutdown()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "niceness 0" in p.stdout
