@@ -293,7 +293,7 @@ def test_run_on_separately_started_ray_head(tmp_path):
     """A head started with `ray start --head` (its own process group, stopped by signal, so any other Ray on
     the machine is untouched); the study connects with --address."""
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}  # as the README starts nodes
     head = subprocess.Popen(
         [_bin("ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--block",
          "--include-dashboard=false", "--object-store-memory=150000000", "--disable-usage-stats"],

@@ -54,7 +54,9 @@ def start_cluster(workers: int = 2):
 
     args = {"num_cpus": 1, "node_ip_address": LOOPBACK, "object_store_memory": 100 * 1024**2,
             "include_dashboard": False}
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args=args)
+    # the head's system config reaches every node: trials at niceness 0, as on a README cluster
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={**args, "_system_config": {"worker_niceness": 0}})
     nodes = [cluster.add_node(**args) for _ in range(workers)]
     cluster.wait_for_nodes()
     return cluster, nodes
