@@ -22,6 +22,25 @@ def test_forward_backward_shapes(arch, res, batch):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_channels_last_gives_the_same_outputs_and_gradients(arch):
+    """``train.channels_last`` (the paper budget) converts model and batch; every architecture must run in that
+    layout and compute what it computes in the default one (MedSegDiff's FF-Parser failed on it)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch, **TINY), data_ch=1, cond_ch=3, resolution=32, T=100).eval()  # no dropout
+    x, cond, t = torch.randn(2, 1, 32, 32), torch.randn(2, 3, 32, 32), torch.tensor([3, 70])
+    outs, grads = [], []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model.to(memory_format=layout)
+        model.zero_grad()
+        out = model(x.contiguous(memory_format=layout), t, cond.contiguous(memory_format=layout))
+        (out - 1).pow(2).mean().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["ensemdiff", "segdiff", "medsegdiff"])
 def test_diffusion_architectures_generate_images_for_e4(arch):
     model = build_model(ModelConfig(arch, **TINY), data_ch=3, cond_ch=3, resolution=32, T=1000)

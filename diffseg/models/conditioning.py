@@ -121,7 +121,9 @@ class FFParser(nn.Module):
 
     def forward(self, x):
         dtype = x.dtype
-        spec = torch.fft.rfft2(x.float(), norm="ortho") * torch.view_as_complex(self.weight)
+        # contiguous: model.to(memory_format=channels_last) (train.channels_last, the paper budget) also re-lays
+        # this 4-D parameter, and view_as_complex needs its last dimension dense
+        spec = torch.fft.rfft2(x.float(), norm="ortho") * torch.view_as_complex(self.weight.contiguous())
         return torch.fft.irfft2(spec, s=self.size, norm="ortho").to(dtype)
 
 
