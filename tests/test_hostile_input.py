@@ -382,6 +382,7 @@ def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a
     from diffseg.report.cli import attach_to_mlflow
     from diffseg.studies import tracking
     from diffseg.studies.export_cli import main as export_main
+    from diffseg.studies.local_server import free_port
     from diffseg.studies.logged_models import log_trial_model
 
     from .test_experiments import TINY
@@ -404,7 +405,6 @@ def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a
     assert p.returncode == 0, p.stderr[-2000:]
     assert (tmp_path / "o1" / "a_mask.png").exists() and not (tmp_path / "mlflow.db").exists()
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # predict exports its store too: a new shell has none
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"garbage" * 100)
@@ -420,6 +420,6 @@ def test_a_moved_or_corrupt_store_is_repointed_or_refused_and_a_dead_server_is_a
     assert "no MLflow store" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
     t0 = time.monotonic()
-    dead = f"http://127.0.0.1:{__import__('tests.conftest', fromlist=['free_port']).free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     note = attach_to_mlflow(SimpleNamespace(meta={"parent_run_id": parent}, runs=moved, study="m"), tmp_path, dead)
     assert "does not answer" in note and time.monotonic() - t0 < 30

@@ -114,10 +114,15 @@ def compute_fingerprint(spec: FingerprintSpec, data_root=None, cache_dir=None,
     return _compute(spec, load_dataset(spec.dataset, spec.prep, data_root, cache_dir), trained)
 
 
+def seen_indices(splits: dict[str, np.ndarray]) -> np.ndarray:
+    """The samples a fingerprint sees: train + val of a dataset's split, sorted (the test split never)."""
+    return np.sort(np.concatenate([splits["train"], splits["val"]]))
+
+
 def _compute(spec: FingerprintSpec, ds, trained: dict | None) -> dict[str, Any]:
     sp = spec.split
     splits = ds.splits(sp.split_seed, sp.val_fraction, sp.test_fraction)
-    idx = np.sort(np.concatenate([splits["train"], splits["val"]]))
+    idx = seen_indices(splits)
     if idx.size == 0:
         raise ValueError(f"dataset {spec.dataset!r}: no training or validation masks to fingerprint")
     sched = make_schedule(spec.schedule, spec.T, **spec.schedule_params)
