@@ -244,3 +244,43 @@ def test_gallery_names_its_columns_in_the_image(tmp_path):
     widths = [np.nonzero((header[:, j * col : (j + 1) * col] < 128).any(0))[0] for j in range(len(GALLERY_COLUMNS))]
     spans = [w.max() - w.min() for w in widths]
     assert spans[2] > spans[0]  # "mean probability" is wider than "image": the text differs per column
+
+
+def test_ema_and_fused_adamw_follow_their_formulas():
+    """build.ema: avg <- avg + (1 - d)(w - avg), d = min(decay, (1 + n) / (10 + n)), integer buffers copied; the
+    fused AdamW takes the same steps as torch's per-parameter loop (up to rounding)."""
+    from diffseg.experiments import build
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))  # float params and an int buffer
+    c = cfg(**{"train.ema_decay": 0.9})
+    ema = build.ema(c, net)
+    ref = {k: v.detach().clone().double() for k, v in net.state_dict().items()}
+    for n in range(6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net[1].num_batches_tracked += 3
+        ema.update_parameters(net)
+        d = min(0.9, (1.0 + n) / (10.0 + n))
+        for k, v in net.state_dict().items():
+            ref[k] = v.double() if n == 0 or not v.is_floating_point() else ref[k] + (1 - d) * (v.double() - ref[k])
+    got = ema.module.state_dict()
+    for k, v in ref.items():
+        assert torch.allclose(got[k].double(), v, atol=1e-6), k
+    assert int(got["1.num_batches_tracked"]) == 18
+
+    x = torch.randn(16, 4)
+    nets = [torch.nn.Linear(4, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    w0 = nets[0].weight.detach().clone()
+    opts = [build.optimizer(cfg(**{"train.fused_adamw": f, "train.weight_decay": 0.1}), m)
+            for f, m in zip((True, False), nets, strict=True)]
+    assert opts[0].defaults["fused"] and not opts[1].defaults["fused"]
+    for _ in range(5):
+        for m, o in zip(nets, opts, strict=True):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    assert (nets[0].weight - w0).abs().min() > 1e-3  # every weight moved
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -23,7 +23,6 @@ from ..budgets import BUDGETS
 from ..experiments import TrialConfig, build
 from ..experiments.kinds import FEED_FORWARD, SEGMENTATION
 from ..experiments.modes import MODES
-from ..experiments.train import _ema
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, count_params
 
 GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
@@ -106,8 +105,8 @@ class StepParts:
 def step_parts(cfg: TrialConfig, device: str = "cpu") -> StepParts:
     res, bs, dev = cfg.data.resolution, cfg.train.batch_size, torch.device(device)
     model = build.model(cfg, 3).to(dev)
-    return StepParts(model, build.diffusion_context(cfg), torch.optim.AdamW(model.parameters(), lr=1e-4),
-                     _ema(model, cfg.train.ema_decay), MODES[cfg.experiment],
+    return StepParts(model, build.diffusion_context(cfg), build.optimizer(cfg, model), build.ema(cfg, model),
+                     MODES[cfg.experiment],
                      torch.Generator(device=dev).manual_seed(0), torch.randn(bs, 3, res, res, device=dev),
                      torch.where(torch.randn(bs, 1, res, res, device=dev) > 0, 1.0, -1.0))
 

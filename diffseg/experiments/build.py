@@ -1,12 +1,13 @@
 """TrialConfig -> objects, in one place: preprocessing, augmentation, schedule, loss weighting, timestep sampler,
-diffusion context, model and device. The trial, the study plan, the driver's dataset pre-cache, the fingerprint
-code and the benchmarks all build through these functions, so they cannot prepare different things."""
+diffusion context, model, device, optimiser and EMA. The trial, the study plan, the driver's dataset pre-cache,
+the fingerprint code and the benchmarks all build through these functions, so they cannot prepare different things."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from ..data import AugmentConfig, PrepConfig
 from ..diffusion import Schedule, make_schedule, make_timestep_sampler, make_weighting
@@ -70,3 +71,28 @@ def device(cfg: TrialConfig) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW (``train.lr``, ``train.weight_decay``); ``train.fused_adamw`` takes torch's fused kernel, one pass over
+    all parameters instead of torch's CPU default, a loop over them (the same update up to rounding; measured at
+    the smoke width: 6.2 -> 1.1 ms per step for EnsemDiff, 10.4 -> 3.0 ms for SegFormer, ``bench models``)."""
+    t = cfg.train
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                             **({"fused": True} if t.fused_adamw else {"foreach": False}))
+
+
+def ema(cfg: TrialConfig, model: torch.nn.Module) -> AveragedModel:
+    """The EMA of the weights and buffers with warm-up: avg <- avg + (1 - d) (w - avg), d = min(decay, (1 + n) /
+    (10 + n)) after n updates (TensorFlow's ExponentialMovingAverage with num_updates). One foreach lerp per
+    device and dtype (integer buffers are copied), not a Python loop over the tensors (3.7 -> 0.2 ms per step)."""
+    decay = cfg.train.ema_decay
+
+    def update(avg: list[torch.Tensor], cur: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not (avg[0].is_floating_point() or avg[0].is_complex()):
+            torch._foreach_copy_(avg, cur)
+            return
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        torch._foreach_lerp_(avg, cur, 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

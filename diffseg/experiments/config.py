@@ -58,6 +58,7 @@ class TrainConfig:
     weight_decay: float = bounded(0.0, ge=0.0, le=10.0)
     ema_decay: float = 0.999
     grad_clip: float = bounded(1.0, ge=0.0)  # the gradient's norm is clipped to it (0: no clipping)
+    fused_adamw: bool = True  # AdamW's fused kernel (False: torch's per-parameter loop, the CPU default)
     val_every: int = bounded(100, ge=1)
     # the training loss (mean of the last log_every steps) is logged every log_every steps
     log_every: int = bounded(10, ge=1)

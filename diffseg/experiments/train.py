@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from ..data import BatchSampler, load_dataset, spread_subset, to_tensors
 from ..files import atomic_path
@@ -121,14 +120,6 @@ def t_grid(T: int, points: int) -> list[int]:
     return sorted(set(np.linspace(0, T - 1, points).round().astype(int).tolist()))
 
 
-def _ema(model: torch.nn.Module, decay: float) -> AveragedModel:
-    def avg(avg_p, cur_p, n):
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return avg_p + (cur_p - avg_p) * (1.0 - d)
-
-    return AveragedModel(model, avg_fn=avg, use_buffers=True)
-
-
 class Trial:
     """State of one trial; ``run()`` does the work. Split from ``train_trial`` so tests can reach the parts."""
 
@@ -160,8 +151,8 @@ class Trial:
         self.model.to(self.device)
         if cfg.train.channels_last and self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.ema = _ema(self.model, cfg.train.ema_decay)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.ema = build.ema(cfg, self.model)
+        self.opt = build.optimizer(cfg, self.model)
         self.batches = BatchSampler(self.ds, self.splits["train"], cfg.train.batch_size, cfg.seed + 2,
                                     build.augment(cfg))
         self.g = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
