@@ -134,15 +134,6 @@ def start_ray(address: str | None) -> dict[str, float]:
     if ray.is_initialized():  # a caller (e.g. a test session) already started Ray: use it
         return ray.cluster_resources()
     if address:
-        # Ray 2.60: `ray start --head` turns token auth on when a token exists (~/.ray/auth_token, RAY_AUTH_TOKEN,
-        # RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE is unset, but ray.init(address=...) does not: the driver then
-        # fails to connect after a minute. Ray's own rule for `ray start`, applied to the driver (a token-mode
-        # driver also connects to a cluster without auth).
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     else:
         ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
