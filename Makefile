@@ -34,13 +34,14 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Test processes (pytest-xdist, work stealing): most end-to-end tests wait on servers, Ray and subprocess drivers,
-# so more processes than cores overlap the waits; each process runs torch on one thread (tests/conftest.py).
+# Test processes (pytest-xdist): most end-to-end tests wait on servers, Ray and subprocess drivers, so more processes
+# than cores overlap the waits; each process runs torch on one thread (tests/conftest.py). The slow tests are
+# collected first and --dist load hands them out round-robin before the short ones.
 TEST_WORKERS ?= 3
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

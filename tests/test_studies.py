@@ -291,9 +291,14 @@ def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser,
 @pytest.mark.slow
 def test_run_on_separately_started_ray_head(tmp_path):
     """A head started with `ray start --head` (its own process group, stopped by signal, so any other Ray on
-    the machine is untouched); the study connects with --address."""
+    the machine is untouched); the study connects with --address. Token auth as the README sets it, explicit on
+    the head and the driver: with RAY_AUTH_MODE unset, `ray start` turns it on when ~/.ray/auth_token exists (an
+    earlier local Ray writes one) and the driver does not, which failed this test when it ran alone."""
+    import secrets
+
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}  # as the README starts nodes
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0",  # as the README starts nodes
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     head = subprocess.Popen(
         [_bin("ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--block",
          "--include-dashboard=false", "--object-store-memory=150000000", "--disable-usage-stats"],
