@@ -36,12 +36,13 @@ lint: $(STAMP)
 
 # Test processes (pytest-xdist): most end-to-end tests wait on servers, Ray and subprocess drivers, so more processes
 # than cores overlap the waits; each process runs torch on one thread (tests/conftest.py). The slow tests are
-# collected first and --dist load hands them out round-robin before the short ones.
+# collected first and handed out one at a time (--dist load --maxschedchunk 1; xdist's default chunks gave them all
+# to the first process) before the short ones.
 TEST_WORKERS ?= 3
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
