@@ -19,13 +19,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel proce
     torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """The long end-to-end tests (marked ``slow``) first, in file order: `make test`'s processes (``--dist load``)
-    take them round-robin at the start and fill the rest with the short tests, instead of one long test starting
-    last and running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real samples; their absence is an error, not a skip (CI has them)."""
