@@ -94,9 +94,11 @@ def _progress(client, study: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def _wait(predicate, timeout_s: float, every_s: float = 0.5):
+def _wait(predicate, timeout_s: float, driver: subprocess.Popen, every_s: float = 0.5):
+    """``predicate()``'s first truthy value; None after ``timeout_s`` or once ``driver`` has exited (a study whose
+    trials all fail at once ends in seconds: waiting the full timeout for it made a misconfigured cluster a hang)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and driver.poll() is None:
         value = predicate()
         if value:
             return value
@@ -150,7 +152,7 @@ def run(steps: int = STEPS) -> dict:
             out = tmp / "node_loss"
             driver = _driver(spec, out, address(cluster), uri)
             victim = _wait(lambda: next((p for p in _progress(client, spec.stem)
-                                         if p[1] in worker_ids and p[2] >= 60), None), 600)
+                                         if p[1] in worker_ids and p[2] >= 60), None), 600, driver)
             if victim:
                 cluster.remove_node(worker_ids[victim[1]], allow_graceful=False)
             rc = driver.wait(timeout=900)
@@ -163,8 +165,9 @@ def run(steps: int = STEPS) -> dict:
             spec2.write_text(spec.read_text())
             out2 = tmp / "driver_loss"
             driver = _driver(spec2, out2, address(cluster), uri)
-            seen = _wait(lambda: any(p[2] >= 60 for p in _progress(client, spec2.stem)), 600)
-            os.killpg(driver.pid, signal.SIGKILL)
+            seen = _wait(lambda: any(p[2] >= 60 for p in _progress(client, spec2.stem)), 600, driver)
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=60)
             rc2 = _driver(spec2, out2, address(cluster), uri, resume=True).wait(timeout=900)
             driver_loss = {"rc": rc2, "driver_killed": bool(seen), **check(client, spec2.stem, out2, 3)}
