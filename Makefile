@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 # Test processes (pytest-xdist, work stealing): most end-to-end tests wait on servers, Ray and subprocess drivers,
 # so more processes than cores overlap the waits; each process runs torch on one thread (tests/conftest.py).
-# Measured: the suite is CPU-bound (3 % idle); running the slow tests first, at once, cost more CPU (1118 vs 907 s).
+# Measured: the suite is CPU-bound (3 % idle); the slow tests first, three at once, cost 1118 CPU-s (907 in series).
 TEST_WORKERS ?= 3
 
 test: $(STAMP) browser
