@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 # torchvision chain pins a different (CUDA) torch, and PlainConvUNet needs only torch.
 TORCH_SPEC ?= torch==2.13.0
 DNA_SPEC ?= dynamic-network-architectures==0.4.4
+# The rest is resolved and installed by uv (measured here: 29 s against pip's 66 s for the same 154 packages,
+# bytecode compiled in both; same versions). torch stays pip's: pip reads this machine's local wheel folders.
+UV_SPEC ?= uv==0.13.9
+UV = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
 
 .PHONY: install browser test test-fast lint study report ui bench bench-cluster gpu-check clean
 
@@ -18,8 +22,9 @@ $(STAMP): pyproject.toml Makefile
 		$(BIN)/pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/python -c "import torch; print('torch', torch.__version__)" \
 		&& $(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[dev]'
-	$(BIN)/pip install -q --no-deps "$(DNA_SPEC)"
+	$(BIN)/pip install -q "$(UV_SPEC)"
+	$(UV) -c $(VENV)/constraints.txt -e '.[dev]'
+	$(UV) --no-deps "$(DNA_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
