@@ -75,3 +75,23 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
     assert d["reached"] and d["reached_ci"] and d["by_ci"] == ["eps/same-10"]
     assert "reached True" in quality.table({"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1,
                                             "results": [c], "per_dataset": {"d": d}})
+
+
+def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():
+    """The step ratio is per trial (arm, dataset, seed), not a ratio of sums; a trial missing on one side refuses."""
+    import pandas as pd
+    import pytest
+
+    from diffseg.bench import study
+    from diffseg.experiments.result import TRAIN_STEPS
+
+    keys = [("uniform", "synthetic-blob", 0), ("p2", "synthetic-blob", 0), ("uniform", "isic2016", 0)]
+    loop = pd.DataFrame([{"arm": a, "dataset": d, "seed": s, TRAIN_STEPS: t}
+                         for (a, d, s), t in zip(keys, (10.0, 20.0, 40.0), strict=True)])
+    ray_rows = pd.DataFrame([{"arm": a, "dataset": d, "seed": str(s), f"time_{TRAIN_STEPS}": t}  # seeds as text
+                             for (a, d, s), t in zip(reversed(keys), (44.0, 21.0, 10.5), strict=True)])  # another order
+    r = study.step_ratio(ray_rows, loop)
+    assert r["n"] == 3 and r["mean"] == pytest.approx((1.05 + 1.05 + 1.1) / 3)  # a ratio of sums would be 1.086
+    assert r["low"] < r["mean"] < r["high"]
+    with pytest.raises(ValueError, match="isic2016"):
+        study.step_ratio(ray_rows.iloc[1:], loop)

@@ -12,8 +12,11 @@ BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerpr
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
 
 
-def _quality_args(args) -> dict:
-    given = {"datasets": args.dataset, "images": args.images, "resolution": args.resolution, "cache": args.cache}
+def _bench_args(name: str, args) -> dict:
+    """The options a benchmark takes, those given only."""
+    given = {"quality": {"datasets": args.dataset, "images": args.images, "resolution": args.resolution,
+                         "cache": args.cache},
+             "study": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -26,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", action="append", default=None, help="quality: only these datasets (repeatable)")
     parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="study: runs of the study/loop pair, the medians reported (default 3)")
     args = parser.parse_args(argv)
     names = list(ALL) if args.name == "all" else [args.name]
     results = {}
     for name in names:
         mod = importlib.import_module(f"diffseg.bench.{BENCHES[name]}")
-        results[name] = mod.run(**_quality_args(args)) if name == "quality" else mod.run()
+        results[name] = mod.run(**_bench_args(name, args))
         if not args.json:
             print(mod.table(results[name]))
     if args.json:

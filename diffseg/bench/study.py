@@ -9,7 +9,11 @@ run-to-run variation of the trials' own compute (a few per cent here), so ``plat
 platform's time by phase, without the trials' compute: the study's time outside its trials less the loop's (both
 start Python, import torch and prepare the data), plus the MLflow, model-logging and Ray calls inside the study's
 trials; split into a cost per study (``per_study_s``) and per trial (``per_trial_s``). ``trial_phases_s`` sets each
-compute phase of the study's trials beside the loop's: running under Ray must not slow the trials themselves."""
+compute phase of the study's trials beside the loop's: running under Ray must not slow the trials themselves, so
+``step_ratio`` pairs each trial's training steps under Ray with the same trial's in the loop (per arm, dataset
+and seed: the mean ratio and its 95 % t interval over the trials). ``--repeat N`` (default 3) runs the pair N times,
+alternating which side goes first (the machine's drift is not charged to one side), and reports each run and the
+median of each fraction over the runs."""
 
 from __future__ import annotations
 
@@ -23,30 +27,47 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..experiments.result import PLATFORM_PHASES, TRIAL_PHASE_LABELS
+from ..experiments.result import PLATFORM_PHASES, TRAIN_STEPS, TRIAL_PHASE_LABELS
 from ..folder import StudyFolder
+from ..metrics.intervals import mean_ci
 from ..studies.spec import load_spec
 
 STUDY, BUDGET = "weighting_schedules", "smoke"  # the README's smoke study (make study)
 LOOP_TIMING = "loop_timing.json"  # the plain loop's summed trial phases and wall time, in its output folder
 
 
-def plain_loop(out: str, threads: str) -> None:
+def plain_loop(out: str, threads: str, study: str = STUDY, budget: str = BUDGET) -> None:
     """The study's plan (fingerprints, dataset caches) and each trial by ``train_trial``, one after another;
-    writes the summed trial phases and the trials' wall time (``wall_s``) to ``<out>/LOOP_TIMING``."""
+    writes the summed trial phases, the trials' wall time (``wall_s``) and each trial's phases (``trials``: arm,
+    dataset, seed and its timing) to ``<out>/LOOP_TIMING``."""
     from ..experiments import train_trial
     from ..studies.plan import build_plan
 
     root = Path(out)
-    plan = build_plan(load_spec(STUDY), BUDGET, None, None, StudyFolder(root))
-    timing: dict[str, float] = {"wall_s": 0.0}
+    plan = build_plan(load_spec(study), budget, None, None, StudyFolder(root))
+    timing: dict = {"wall_s": 0.0, "trials": []}
     for i, p in enumerate(plan):
         t0 = time.monotonic()
         result = train_trial({**p.config, "train.threads": int(threads), "output_dir": str(root / str(i))})
         timing["wall_s"] += time.monotonic() - t0
+        timing["trials"].append({"arm": p.label, "dataset": p.dataset, "seed": p.seed, **result.timing})
         for k, v in result.timing.items():
             timing[k] = timing.get(k, 0.0) + v
     (root / LOOP_TIMING).write_text(json.dumps(timing))
+
+
+def step_ratio(study_trials: pd.DataFrame, loop_trials: pd.DataFrame) -> dict:
+    """Each trial's training-step seconds under Ray over the same trial's (arm, dataset, seed) in the plain loop:
+    the mean ratio with its 95 % t interval over the paired trials (``mean_ci``); a trial missing from either side
+    is an error, not a smaller n."""
+    keys = ["arm", "dataset", "seed"]
+    ray_s = study_trials.assign(seed=study_trials.seed.astype(int)).set_index(keys)[f"time_{TRAIN_STEPS}"]
+    loop_s = loop_trials.assign(seed=loop_trials.seed.astype(int)).set_index(keys)[TRAIN_STEPS]
+    if set(ray_s.index) != set(loop_s.index) or ray_s.index.has_duplicates:
+        raise ValueError(f"the study's and the loop's trials differ: {sorted(set(ray_s.index) ^ set(loop_s.index))}")
+    ratios = (ray_s / loop_s.reindex(ray_s.index)).tolist()
+    mean, low, high, n = mean_ci(ratios)
+    return {"mean": mean, "low": low, "high": high, "n": n}
 
 
 def _timed(cmd: list[str], log: Path) -> float:
@@ -60,17 +81,17 @@ def _timed(cmd: list[str], log: Path) -> float:
     return seconds
 
 
-def run() -> dict:
-    cpus = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
-        out, loop = Path(tmp) / "study", Path(tmp) / "loop"
-        study_s = _timed([sys.executable, "-m", "diffseg.studies", "--study", STUDY, "--budget", BUDGET,
-                          "--out", str(out), "--max-concurrent", "1", "--cpus-per-trial", str(cpus)],
-                         Path(tmp) / "study.log")
-        loop_s = _timed([sys.executable, "-c", "import sys; from diffseg.bench.study import plain_loop; "
-                         "plain_loop(*sys.argv[1:])", str(loop), str(cpus)], Path(tmp) / "loop.log")
-        trials = pd.read_parquet(StudyFolder(out).export_table(STUDY, "trials"))
-        loop_timing = json.loads((loop / LOOP_TIMING).read_text())
+def _one_run(tmp: Path, cpus: int, loop_first: bool, study: str, budget: str) -> dict:
+    out, loop = tmp / "study", tmp / "loop"
+    sides = {"study": [sys.executable, "-m", "diffseg.studies", "--study", study, "--budget", budget, "--out",
+                       str(out), "--max-concurrent", "1", "--cpus-per-trial", str(cpus)],
+             "loop": [sys.executable, "-c", "import sys; from diffseg.bench.study import plain_loop; "
+                      "plain_loop(*sys.argv[1:])", str(loop), str(cpus), study, budget]}
+    wall = {side: _timed(sides[side], tmp / f"{side}.log") for side in (("loop", "study") if loop_first
+                                                                        else ("study", "loop"))}
+    study_s, loop_s = wall["study"], wall["loop"]
+    trials = pd.read_parquet(StudyFolder(out).export_table(study, "trials"))
+    loop_timing = json.loads((loop / LOOP_TIMING).read_text())
     study_phases = {k.removeprefix("time_"): float(trials[k].sum()) for k in trials
                     if k.startswith("time_") and k.removeprefix("time_") in TRIAL_PHASE_LABELS}
     # by phase: outside the trials (one at a time), the study's time less the loop's; plus the platform's calls
@@ -79,28 +100,53 @@ def run() -> dict:
     loop_outside = loop_s - loop_timing["wall_s"]
     inside = sum(study_phases.get(k, 0.0) for k in PLATFORM_PHASES)
     n = len(trials)
-    return {"study": STUDY, "budget": BUDGET, "trials": n, "datasets": sorted(trials.dataset.unique()), "cpus": cpus,
+    return {"trials": n, "datasets": sorted(trials.dataset.unique()), "first": "loop" if loop_first else "study",
             "study_wall_s": study_s, "loop_wall_s": loop_s, "overhead_fraction": (study_s - loop_s) / study_s,
             "outside_trials_s": outside, "loop_outside_trials_s": loop_outside, "platform_in_trials_s": inside,
             "platform_fraction": (outside - loop_outside + inside) / study_s,
             "per_study_s": outside - loop_outside, "per_trial_s": inside / n,
+            "step_ratio": step_ratio(trials, pd.DataFrame(loop_timing["trials"])),
             "trial_phases_s": {TRIAL_PHASE_LABELS[k]: {"study": v, "loop": loop_timing.get(k)}
                                for k, v in study_phases.items()}}
 
 
+MEDIANS = ("overhead_fraction", "platform_fraction", "per_study_s", "per_trial_s")
+
+
+def run(repeat: int = 3, study: str = STUDY, budget: str = BUDGET) -> dict:
+    """``repeat`` runs of the pair, each in a fresh folder, the first side alternating; the medians over them.
+    ``study`` and ``budget``: a shipped study's name (both sides run the same plan)."""
+    cpus = os.cpu_count() or 1
+    runs = []
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(_one_run(Path(tmp), cpus, i % 2 == 1, study, budget))
+    median = {k: float(pd.Series([r[k] for r in runs]).median()) for k in MEDIANS}
+    median["step_ratio"] = float(pd.Series([r["step_ratio"]["mean"] for r in runs]).median())
+    return {"study": study, "budget": budget, "cpus": cpus, "repeat": repeat, "median": median, "runs": runs}
+
+
 def table(r: dict) -> str:
-    phases = ", ".join(f"{k} {v['study']:.1f}" + (f"/{v['loop']:.1f}" if v["loop"] is not None else "")
-                       for k, v in r["trial_phases_s"].items())
-    return "\n".join([
-        f"platform overhead ({r['study']} at the {r['budget']} budget: {r['trials']} trials on "
-        f"{', '.join(r['datasets'])}, one at a time, {r['cpus']} CPUs each; each side a fresh process)",
-        f"  run_study (Ray + MLflow + checkpoints + models + export): {r['study_wall_s']:8.1f} s",
-        f"  plain loop of train_trial:                                 {r['loop_wall_s']:8.1f} s",
-        f"  overhead: {100 * r['overhead_fraction']:.1f} % of the study's wall time (side by side; the trials' own "
-        "compute varies by a few per cent from run to run on this machine)",
-        f"  by phase: {r['outside_trials_s']:.1f} s outside the trials (the loop: {r['loop_outside_trials_s']:.1f} s) "
-        f"+ {r['platform_in_trials_s']:.1f} s of MLflow, model logging and Ray calls inside them = "
-        f"{100 * r['platform_fraction']:.1f} % of the wall time ({r['per_study_s']:.1f} s per study + "
-        f"{r['per_trial_s']:.2f} s per trial)",
-        f"  trial phases, study/loop (s): {phases}",
-    ])
+    lines = [f"platform overhead ({r['study']} at the {r['budget']} budget: {r['runs'][0]['trials']} trials on "
+             f"{', '.join(r['runs'][0]['datasets'])}, one at a time, {r['cpus']} CPUs each; each side a fresh "
+             f"process; {r['repeat']} runs, the first side alternating)"]
+    for i, x in enumerate(r["runs"], 1):
+        phases = ", ".join(f"{k} {v['study']:.1f}" + (f"/{v['loop']:.1f}" if v["loop"] is not None else "")
+                           for k, v in x["trial_phases_s"].items())
+        q = x["step_ratio"]
+        lines += [
+            f"run {i} ({x['first']} first): run_study {x['study_wall_s']:.1f} s, plain loop {x['loop_wall_s']:.1f} s: "
+            f"overhead {100 * x['overhead_fraction']:.1f} % side by side (the trials' own compute varies by a few "
+            "per cent from run to run on this machine)",
+            f"  by phase: {x['outside_trials_s']:.1f} s outside the trials (the loop: {x['loop_outside_trials_s']:.1f} "
+            f"s) + {x['platform_in_trials_s']:.1f} s of MLflow, model logging and Ray calls inside them = "
+            f"{100 * x['platform_fraction']:.1f} % ({x['per_study_s']:.1f} s per study + {x['per_trial_s']:.2f} s "
+            "per trial)",
+            f"  training steps under Ray / in the loop, per trial: {q['mean']:.3f} [{q['low']:.3f}, {q['high']:.3f}] "
+            f"(n={q['n']} paired trials)",
+            f"  trial phases, study/loop (s): {phases}"]
+    m = r["median"]
+    lines.append(f"median of {r['repeat']}: overhead {100 * m['overhead_fraction']:.1f} % side by side, "
+                 f"{100 * m['platform_fraction']:.1f} % by phase ({m['per_study_s']:.1f} s per study + "
+                 f"{m['per_trial_s']:.2f} s per trial); training steps under Ray / loop {m['step_ratio']:.3f}")
+    return "\n".join(lines)
