@@ -33,27 +33,25 @@ from ..metrics.intervals import mean_ci
 from ..studies.spec import load_spec
 
 STUDY, BUDGET = "weighting_schedules", "smoke"  # the README's smoke study (make study)
-LOOP_TIMING = "loop_timing.json"  # the plain loop's summed trial phases and wall time, in its output folder
+LOOP_TIMING = "loop_timing.json"  # the plain loop's per-trial phases and wall time, in its output folder
 
 
 def plain_loop(out: str, threads: str, study: str = STUDY, budget: str = BUDGET) -> None:
     """The study's plan (fingerprints, dataset caches) and each trial by ``train_trial``, one after another;
-    writes the summed trial phases, the trials' wall time (``wall_s``) and each trial's phases (``trials``: arm,
-    dataset, seed and its timing) to ``<out>/LOOP_TIMING``."""
+    writes one row per trial (arm, dataset, seed, its wall time ``wall_s`` and its phases) to
+    ``<out>/LOOP_TIMING``."""
     from ..experiments import train_trial
     from ..studies.plan import build_plan
 
     root = Path(out)
     plan = build_plan(load_spec(study), budget, None, None, StudyFolder(root))
-    timing: dict = {"wall_s": 0.0, "trials": []}
+    rows = []
     for i, p in enumerate(plan):
         t0 = time.monotonic()
         result = train_trial({**p.config, "train.threads": int(threads), "output_dir": str(root / str(i))})
-        timing["wall_s"] += time.monotonic() - t0
-        timing["trials"].append({"arm": p.label, "dataset": p.dataset, "seed": p.seed, **result.timing})
-        for k, v in result.timing.items():
-            timing[k] = timing.get(k, 0.0) + v
-    (root / LOOP_TIMING).write_text(json.dumps(timing))
+        rows.append({"arm": p.label, "dataset": p.dataset, "seed": p.seed, "wall_s": time.monotonic() - t0,
+                     **result.timing})
+    (root / LOOP_TIMING).write_text(json.dumps(rows))
 
 
 def step_ratio(study_trials: pd.DataFrame, loop_trials: pd.DataFrame) -> dict:
@@ -91,13 +89,14 @@ def _one_run(tmp: Path, cpus: int, loop_first: bool, study: str, budget: str) ->
                                                                         else ("study", "loop"))}
     study_s, loop_s = wall["study"], wall["loop"]
     trials = pd.read_parquet(StudyFolder(out).export_table(study, "trials"))
-    loop_timing = json.loads((loop / LOOP_TIMING).read_text())
+    loop_trials = pd.DataFrame(json.loads((loop / LOOP_TIMING).read_text()))
+    loop_phases = loop_trials.sum(numeric_only=True)
     study_phases = {k.removeprefix("time_"): float(trials[k].sum()) for k in trials
                     if k.startswith("time_") and k.removeprefix("time_") in TRIAL_PHASE_LABELS}
     # by phase: outside the trials (one at a time), the study's time less the loop's; plus the platform's calls
     # inside the study's trials
     outside = study_s - float(trials.wall_time_s.sum())
-    loop_outside = loop_s - loop_timing["wall_s"]
+    loop_outside = loop_s - float(loop_phases["wall_s"])
     inside = sum(study_phases.get(k, 0.0) for k in PLATFORM_PHASES)
     n = len(trials)
     return {"trials": n, "datasets": sorted(trials.dataset.unique()), "first": "loop" if loop_first else "study",
@@ -105,8 +104,9 @@ def _one_run(tmp: Path, cpus: int, loop_first: bool, study: str, budget: str) ->
             "outside_trials_s": outside, "loop_outside_trials_s": loop_outside, "platform_in_trials_s": inside,
             "platform_fraction": (outside - loop_outside + inside) / study_s,
             "per_study_s": outside - loop_outside, "per_trial_s": inside / n,
-            "step_ratio": step_ratio(trials, pd.DataFrame(loop_timing["trials"])),
-            "trial_phases_s": {TRIAL_PHASE_LABELS[k]: {"study": v, "loop": loop_timing.get(k)}
+            "step_ratio": step_ratio(trials, loop_trials),
+            "trial_phases_s": {TRIAL_PHASE_LABELS[k]: {"study": v, "loop": float(loop_phases[k]) if k in loop_phases
+                                                       else None}
                                for k, v in study_phases.items()}}
 
 
