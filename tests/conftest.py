@@ -1,6 +1,7 @@
 import os
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,9 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DIFFSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "diffseg-cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config"))  # the state seal's key
+    scratch = tmp_path_factory.getbasetemp() / "scratch"  # trials without output_dir: pytest prunes old runs
+    scratch.mkdir(exist_ok=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

@@ -7,6 +7,8 @@ import importlib
 import json
 import sys
 
+from ..diffusion.targets import TARGETS
+
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
            "quality": "quality", "speedups": "speedups", "study": "study", "cluster": "cluster", "gpu": "gpu"}
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
@@ -14,7 +16,7 @@ ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all"
 
 def _bench_args(name: str, args) -> dict:
     """The options a benchmark takes, those given only."""
-    given = {"quality": {"datasets": args.dataset, "images": args.images, "resolution": args.resolution,
+    given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images, "resolution": args.resolution,
                          "cache": args.cache},
              "study": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="quality: keep each (dataset, target) result in DIR and reuse it (a long run continued)")
     parser.add_argument("--dataset", action="append", default=None, help="quality: only these datasets (repeatable)")
+    parser.add_argument("--target", action="append", default=None, choices=TARGETS,
+                        help="quality: only these prediction targets (repeatable)")
     parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
     parser.add_argument("--repeat", type=int, default=None,

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from ..budgets import budget_overlay
+from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.evaluate import per_image_metrics
 from ..metrics.cases import case_interval
 
 DATASETS = ("isic2017", "kvasir_seg", "synthetic-clusters", "ihc_her2like")
-TARGETS = ("eps", "v", "x0")
 REFERENCE = ("ddpm", None, 1000)
 SAMPLERS = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", None))  # (sampler, eta)
 CONFIGS = [REFERENCE] + [(s, eta, k) for s, eta in SAMPLERS for k in (10, 20, 50)]
