@@ -4,7 +4,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torchmetrics.functional.classification import binary_auroc, binary_calibration_error
 
 from diffseg.masks import SOFT, ensemble_summary, foreground, member_diagnostics, member_probs, to_signed
 from diffseg.metrics import (
@@ -34,6 +33,8 @@ def test_iou_dice_known_values_and_empty_convention():
 
 
 def test_ece_matches_torchmetrics():
+    from torchmetrics.functional.classification import binary_calibration_error
+
     g = torch.Generator().manual_seed(0)
     p = torch.rand(50_000, generator=g)
     y = (torch.rand(50_000, generator=g) < p**1.5).long()
@@ -67,6 +68,8 @@ def test_brier_and_nll():
 
 
 def test_auroc_matches_torchmetrics_with_ties():
+    from torchmetrics.functional.classification import binary_auroc
+
     g = torch.Generator().manual_seed(2)
     s = torch.randint(0, 20, (5000,), generator=g).float() / 20  # in [0, 1]: torchmetrics applies no sigmoid
     lab = torch.rand(5000, generator=g) < (s / 2 + 0.2)

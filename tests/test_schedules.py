@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +36,8 @@ def test_cosine_terminal_snr():
 )
 @pytest.mark.parametrize("zero", [False, True])
 def test_cross_check_against_diffusers(name, kwargs, zero):
+    from diffusers import DDPMScheduler
+
     params = {"zero_terminal_snr": True} if zero else {}
     ours = make_schedule(name, 1000, **params).alphas_cumprod
     ref = DDPMScheduler(num_train_timesteps=1000, rescale_betas_zero_snr=zero, **kwargs).alphas_cumprod.double()

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from diffusers import DDIMScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +61,8 @@ def test_eps_space_factor_is_exact(target):
 
 
 def test_respace_spacings_match_diffusers():
+    from diffusers import DDIMScheduler
+
     for spacing in ("trailing", "leading", "linspace"):
         ref = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
         ref.set_timesteps(20)
@@ -76,6 +77,8 @@ def _toy_model(x, t, cond):
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_and_ddpm_match_diffusers(spacing, eta):
     """Our sampler against diffusers' DDIMScheduler.step on the same alphas, model and noise (eta=1 is DDPM)."""
+    from diffusers import DDIMScheduler
+
     s = make_schedule("linear", 1000)
     ref = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing, clip_sample=False, set_alpha_to_one=True)
     ref.alphas_cumprod = s.alphas_cumprod.float()
