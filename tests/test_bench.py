@@ -95,3 +95,29 @@ def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop(
     assert r["low"] < r["mean"] < r["high"]
     with pytest.raises(ValueError, match="isic2016"):
         study.step_ratio(ray_rows.iloc[1:], loop)
+
+
+def test_thread_bench_runs_each_placement_where_it_says_in_a_fresh_process():
+    """Each placement in its own process: the steps on the main thread, or on another thread after the main thread
+    ran torch work (the two-pool case); each ratio is to ``main`` in the same round."""
+    from diffseg.bench import threads
+
+    r = threads.run(repeat=1, placements=("main", "thread-after-main"), steps=2)
+    where = {x["placement"]: (x["on_main_thread"], x["main_ran_torch"]) for x in r["runs"]}
+    assert where == {"main": (True, False), "thread-after-main": (False, True)}
+    assert r["ratio_to_main"]["main"]["mean"] == 1.0 and r["ratio_to_main"]["thread-after-main"]["mean"] > 0
+    assert "after torch work on the main thread" in threads.table(r)
+
+
+def test_thread_bench_pairs_each_placement_with_main_in_its_round():
+    import pandas as pd
+    import pytest
+
+    from diffseg.bench.threads import paired_ratios
+
+    df = pd.DataFrame({"round": [0, 0, 1, 1, 2, 2], "placement": ["main", "tune"] * 3,
+                       "ms_per_step": [80.0, 88.0, 100.0, 105.0, 90.0, 99.0]})
+    q = paired_ratios(df)["tune"]
+    assert q["n"] == 3 and q["mean"] == pytest.approx((1.1 + 1.05 + 1.1) / 3)  # not 292 / 270, a ratio of sums
+    assert q["low"] < q["mean"] < q["high"]
+    assert paired_ratios(df[df.placement == "tune"]) == {}

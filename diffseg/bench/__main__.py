@@ -10,15 +10,16 @@ import sys
 from ..diffusion.targets import TARGETS
 
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
-           "quality": "quality", "speedups": "speedups", "study": "study", "cluster": "cluster", "gpu": "gpu"}
+           "quality": "quality", "speedups": "speedups", "study": "study", "threads": "threads", "cluster": "cluster",
+           "gpu": "gpu"}
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
 
 
 def _bench_args(name: str, args) -> dict:
     """The options a benchmark takes, those given only."""
-    given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images, "resolution": args.resolution,
-                         "cache": args.cache},
-             "study": {"repeat": args.repeat}}.get(name, {})
+    given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images,
+                         "resolution": args.resolution, "cache": args.cache},
+             "study": {"repeat": args.repeat}, "threads": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="study: runs of the study/loop pair, the medians reported (default 3)")
+                        help="study, threads: runs (of the study/loop pair; of each placement), the medians reported "
+                             "(default 3)")
     args = parser.parse_args(argv)
     names = list(ALL) if args.name == "all" else [args.name]
     results = {}

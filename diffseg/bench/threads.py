@@ -1,0 +1,143 @@
+"""Where a trial's training steps run, and what it costs (issue 24, part 3: are the same steps slower inside Ray?).
+
+The same smoke-budget EnsemDiff training steps at every CPU of the machine, each placement in a fresh process:
+
+- ``main``: on the main thread (the plain loop of ``bench study``);
+- ``thread``: on a new thread, the main thread having run no torch work (how a Ray trial worker runs a trial:
+  Ray Tune calls a function trainable on a thread of its own);
+- ``thread-after-main``: on a new thread after the main thread ran torch work. libgomp (torch's OpenMP on Linux)
+  keeps one thread pool per thread that ran a parallel region; once its threads outnumber the CPUs it shortens
+  every pool's spin-wait at barriers (``gomp_throttled_spin_count_var``), so the steps wait on the kernel instead;
+- ``tune``: inside a real Ray Tune trial on the study's embedded Ray (``runner.start_ray``).
+
+``repeat`` rounds, the placements in a rotated order each round; per placement the median ms per step and its
+ratio to ``main`` paired by round, and what each run saw (whether its steps ran on the main thread, whether the
+main thread had run torch work first). ``python -m diffseg.bench threads [--json]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pandas as pd
+
+from ..metrics.intervals import mean_ci
+
+PLACEMENTS = ("main", "thread", "thread-after-main", "tune")
+WARMUP, STEPS = 10, 60
+
+
+def _time_steps(threads: int, steps: int) -> dict:
+    """ms per training step (after ``WARMUP`` steps) where this function is called, and where that was."""
+    import torch
+
+    from .models import _trial_cfg, step_parts
+    from .speedups import _step
+
+    torch.set_num_threads(threads)
+    step = _step(step_parts(_trial_cfg("smoke", "ensemdiff")))
+    for _ in range(WARMUP):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return {"ms_per_step": 1000 * (time.perf_counter() - t0) / steps,
+            "on_main_thread": threading.current_thread() is threading.main_thread(),
+            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def _in_tune(threads: int, steps: int) -> dict:
+    from ray import tune
+
+    from ..studies.runner import start_ray
+
+    start_ray(None)
+
+    def trainable(config):
+        tune.report(_time_steps(config["threads"], config["steps"]))
+
+    grid = tune.Tuner(tune.with_resources(trainable, {"cpu": threads}),
+                      param_space={"threads": threads, "steps": steps},
+                      run_config=tune.RunConfig(storage_path=os.path.join(os.getcwd(), "tune"), verbose=0)).fit()
+    if grid.num_errors:
+        raise RuntimeError(f"the Tune trial failed: {grid.errors}")
+    return {k: grid[0].metrics[k] for k in ("ms_per_step", "on_main_thread", "torch_threads", "OMP_NUM_THREADS")}
+
+
+def placement_run(placement: str, threads: int, steps: int) -> dict:
+    """One placement in this process (``placement_run`` is what each fresh process runs)."""
+    main_ran_torch = placement == "thread-after-main"
+    if main_ran_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+        x = torch.randn(256, 256)
+        torch.nn.functional.conv2d(torch.randn(4, 16, 48, 48), torch.randn(16, 16, 3, 3))
+        torch.mm(x, x)  # parallel regions on the main thread: its own OpenMP pool
+    if placement == "main":
+        out = _time_steps(threads, steps)
+    elif placement == "tune":
+        out = _in_tune(threads, steps)
+    else:
+        box = {}
+        worker = threading.Thread(target=lambda: box.update(_time_steps(threads, steps)))
+        worker.start()
+        worker.join()
+        out = box
+    return {"placement": placement, "main_ran_torch": main_ran_torch, **out}
+
+
+def _fresh_process(placement: str, threads: int, steps: int, cwd: str) -> dict:
+    code = ("import json, sys; from diffseg.bench.threads import placement_run; "
+            "print(json.dumps(placement_run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
+    proc = subprocess.run([sys.executable, "-c", code, placement, str(threads), str(steps)], capture_output=True,
+                          text=True, cwd=cwd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"placement {placement!r} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(repeat: int = 3, placements=PLACEMENTS, steps: int = STEPS) -> dict:
+    threads = os.cpu_count() or 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="diffseg-threads-") as tmp:
+        for i in range(repeat):
+            for placement in placements[i % len(placements):] + placements[:i % len(placements)]:
+                rows.append({"round": i, **_fresh_process(placement, threads, steps, tmp)})
+    df = pd.DataFrame(rows)
+    median = df.groupby("placement").ms_per_step.median()
+    return {"threads": threads, "steps": steps, "repeat": repeat, "runs": rows,
+            "median_ms": {p: float(median[p]) for p in placements}, "ratio_to_main": paired_ratios(df)}
+
+
+def paired_ratios(df: pd.DataFrame) -> dict:
+    """Per placement, its ms per step over ``main``'s in the same round (adjacent in time, so the machine's drift
+    cancels): the mean ratio with its 95 % t interval over the rounds (``mean_ci``); empty without ``main``."""
+    if "main" not in set(df.placement):
+        return {}
+    ms = df.pivot(index="round", columns="placement", values="ms_per_step")
+    out = {}
+    for p in ms.columns:
+        mean, low, high, n = mean_ci((ms[p] / ms["main"]).tolist())
+        out[p] = {"mean": mean, "low": low, "high": high, "n": n}
+    return out
+
+
+def table(r: dict) -> str:
+    lines = [f"training steps by placement (smoke EnsemDiff, {r['threads']} threads, {r['steps']} steps after "
+             f"{WARMUP} warm-up, each run a fresh process; median of {r['repeat']}; ratio to main in the same round, "
+             "mean [95 % CI])"]
+    for p, ms in r["median_ms"].items():
+        runs = [x for x in r["runs"] if x["placement"] == p]
+        where = "main thread" if runs[0]["on_main_thread"] else "another thread"
+        q = r["ratio_to_main"].get(p, {"mean": float("nan"), "low": float("nan"), "high": float("nan")})
+        lines.append(f"  {p:18s} {ms:7.1f} ms/step  x{q['mean']:.2f} [{q['low']:.2f}, {q['high']:.2f}]  ({where}"
+                     f"{', after torch work on the main thread' if runs[0]['main_ran_torch'] else ''}; runs: "
+                     f"{', '.join(format(x['ms_per_step'], '.0f') for x in runs)})")
+    return "\n".join(lines)
