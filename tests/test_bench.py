@@ -99,14 +99,17 @@ def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop(
 
 def test_thread_bench_runs_each_placement_where_it_says_in_a_fresh_process():
     """Each placement in its own process: the steps on the main thread, or on another thread after the main thread
-    ran torch work (the two-pool case); each ratio is to ``main`` in the same round."""
+    ran torch work (the two-pool case); each ratio is to ``main`` in the same round. Then a logged model serves
+    requests both ways, in fresh processes."""
     from diffseg.bench import threads
 
-    r = threads.run(repeat=1, placements=("main", "thread-after-main"), steps=2)
+    r = threads.run(repeat=1, placements=("main", "thread-after-main"), steps=2, requests=1)
     where = {x["placement"]: (x["on_main_thread"], x["main_ran_torch"]) for x in r["runs"]}
     assert where == {"main": (True, False), "thread-after-main": (False, True)}
     assert r["ratio_to_main"]["main"]["mean"] == 1.0 and r["ratio_to_main"]["thread-after-main"]["mean"] > 0
     assert "after torch work on the main thread" in threads.table(r)
+    assert {x["way"] for x in r["serving"]["runs"]} == {"segmenter", "caller-threads"}
+    assert all(ms > 0 for ms in r["serving"]["median_ms"].values())
 
 
 def test_thread_bench_pairs_each_placement_with_main_in_its_round():

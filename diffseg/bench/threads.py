@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -103,7 +104,8 @@ def _fresh_process(placement: str, threads: int, steps: int, cwd: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(repeat: int = 3, placements=PLACEMENTS, steps: int = STEPS) -> dict:
+def run(repeat: int = 3, placements=PLACEMENTS, steps: int = STEPS, requests: int = 12) -> dict:
+    """The placements of the training steps, then ``serving`` (``requests`` per run, ``repeat`` rounds)."""
     threads = os.cpu_count() or 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="diffseg-threads-") as tmp:
@@ -113,7 +115,8 @@ def run(repeat: int = 3, placements=PLACEMENTS, steps: int = STEPS) -> dict:
     df = pd.DataFrame(rows)
     median = df.groupby("placement").ms_per_step.median()
     return {"threads": threads, "steps": steps, "repeat": repeat, "runs": rows,
-            "median_ms": {p: float(median[p]) for p in placements}, "ratio_to_main": paired_ratios(df)}
+            "median_ms": {p: float(median[p]) for p in placements}, "ratio_to_main": paired_ratios(df),
+            "serving": serving(requests, repeat)}
 
 
 def paired_ratios(df: pd.DataFrame) -> dict:
@@ -129,6 +132,82 @@ def paired_ratios(df: pd.DataFrame) -> dict:
     return out
 
 
+def _served_model(root: Path) -> tuple[str, str]:
+    """A smoke-budget EnsemDiff (2 training steps: the weights do not matter to the timing) logged as a study trial
+    logs it; returns (tracking URI, model URI)."""
+    from mlflow.tracking import MlflowClient
+
+    from ..budgets import budget_overlay
+    from ..experiments import train_trial
+    from ..folder import StudyFolder
+    from ..studies import tracking
+    from ..studies.logged_models import log_trial_model
+
+    folder = StudyFolder(root / "runs")
+    uri = folder.store_uri
+    exp_id, parent = tracking.setup_study(uri, "serving", folder.root, None, params={}, tags={})
+    run_id, _ = tracking.child_run(MlflowClient(uri), exp_id, parent, "t0", "t0", {})
+    result = train_trial({**budget_overlay("smoke", "synthetic-blob"), "data.dataset": "synthetic-blob",
+                          "model.architecture": "ensemdiff", "train.steps": 2, "output_dir": str(root / "trial")})
+    return uri, log_trial_model(uri, run_id, result)
+
+
+def request_times(way: str, tracking_uri: str, model_uri: str, requests: int) -> list[float]:
+    """ms per request as MLflow's scoring server makes them: the model loaded on the main thread, each request
+    through ``asyncio.to_thread``. ``segmenter``: ``mlflow.pyfunc.load_model(...).predict``; ``caller-threads``:
+    the same predictor called on the request threads (the segmenter before it had a thread of its own)."""
+    import asyncio
+
+    import mlflow
+    import numpy as np
+
+    from ..studies.logged_models import read_model_folder
+
+    mlflow.set_tracking_uri(tracking_uri)
+    params = {"ensemble": 4, "steps": 10}
+    images = (np.random.default_rng(0).random((2, 48, 48, 3)) * 255).astype(np.uint8)
+    if way == "segmenter":
+        model = mlflow.pyfunc.load_model(model_uri)
+
+        def request():
+            model.predict(images, params=params)
+    else:
+        predictor = read_model_folder(Path(mlflow.artifacts.download_artifacts(model_uri)))
+
+        def request():
+            for img in images:
+                predictor.predict(img, params["ensemble"], params["steps"], None, 0)
+
+    def timed():
+        t0 = time.perf_counter()
+        request()
+        return 1000 * (time.perf_counter() - t0)
+
+    async def served():
+        return [await asyncio.to_thread(timed) for _ in range(requests + 1)][1:]  # the first one warms up
+    return asyncio.run(served())
+
+
+def serving(requests: int = 12, repeat: int = 3) -> dict:
+    """``repeat`` rounds of both ways (a fresh process each, the order alternating): median ms per request."""
+    with tempfile.TemporaryDirectory(prefix="diffseg-serving-") as tmp:
+        uri, model_uri = _served_model(Path(tmp))
+        code = ("import json, sys; from diffseg.bench.threads import request_times; "
+                "print(json.dumps(request_times(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))")
+        rows = []
+        for i in range(repeat):
+            for way in (("segmenter", "caller-threads") if i % 2 == 0 else ("caller-threads", "segmenter")):
+                proc = subprocess.run([sys.executable, "-c", code, way, uri, model_uri, str(requests)],
+                                      capture_output=True, text=True, cwd=tmp)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"serving {way!r} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+                ms = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append({"round": i, "way": way, "median_ms": float(pd.Series(ms).median())})
+    df = pd.DataFrame(rows)
+    return {"requests": requests, "repeat": repeat, "runs": rows,
+            "median_ms": {w: float(v) for w, v in df.groupby("way").median_ms.median().items()}}
+
+
 def table(r: dict) -> str:
     lines = [f"training steps by placement (smoke EnsemDiff, {r['threads']} threads, {r['steps']} steps after "
              f"{WARMUP} warm-up, each run a fresh process; median of {r['repeat']}; ratio to main in the same round, "
@@ -140,4 +219,11 @@ def table(r: dict) -> str:
         lines.append(f"  {p:18s} {ms:7.1f} ms/step  x{q['mean']:.2f} [{q['low']:.2f}, {q['high']:.2f}]  ({where}"
                      f"{', after torch work on the main thread' if runs[0]['main_ran_torch'] else ''}; runs: "
                      f"{', '.join(format(x['ms_per_step'], '.0f') for x in runs)})")
+    sv = r["serving"]
+    lines.append(f"a logged smoke EnsemDiff served as MLflow's scoring server calls it (loaded on the main thread, "
+                 f"each request through asyncio.to_thread; 2 images, ensemble 4, 10 steps; median ms per request of "
+                 f"{sv['requests']}, median of {sv['repeat']} runs)")
+    for way, ms in sv["median_ms"].items():
+        runs = ", ".join(format(x["median_ms"], ".0f") for x in sv["runs"] if x["way"] == way)
+        lines.append(f"  {way:18s} {ms:7.1f} ms/request  (runs: {runs})")
     return "\n".join(lines)
