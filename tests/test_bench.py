@@ -97,19 +97,32 @@ def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop(
         study.step_ratio(ray_rows.iloc[1:], loop)
 
 
-def test_thread_bench_runs_each_placement_where_it_says_in_a_fresh_process():
-    """Each placement in its own process: the steps on the main thread, or on another thread after the main thread
-    ran torch work (the two-pool case); each ratio is to ``main`` in the same round. Then a logged model serves
-    requests both ways, in fresh processes."""
+def test_thread_bench_runs_a_placement_where_it_says_in_a_fresh_process():
+    """The steps on another thread after the main thread ran torch work (the two-pool case), in a process of its
+    own; without a ``main`` run there is no ratio."""
     from diffseg.bench import threads
 
-    r = threads.run(repeat=1, placements=("main", "thread-after-main"), steps=2, requests=1)
-    where = {x["placement"]: (x["on_main_thread"], x["main_ran_torch"]) for x in r["runs"]}
-    assert where == {"main": (True, False), "thread-after-main": (False, True)}
-    assert r["ratio_to_main"]["main"]["mean"] == 1.0 and r["ratio_to_main"]["thread-after-main"]["mean"] > 0
-    assert "after torch work on the main thread" in threads.table(r)
-    assert {x["way"] for x in r["serving"]["runs"]} == {"segmenter", "caller-threads"}
-    assert all(ms > 0 for ms in r["serving"]["median_ms"].values())
+    r = threads.step_placements(repeat=1, which=("thread-after-main",), steps=2)
+    (run,) = r["runs"]
+    assert (run["placement"], run["on_main_thread"], run["main_ran_torch"]) == ("thread-after-main", False, True)
+    assert run["ms_per_step"] > 0 and run["torch_threads"] == r["threads"] and r["ratio_to_main"] == {}
+
+
+def test_serving_bench_answers_requests_both_ways_after_a_burst(tmp_path):
+    """A logged model answers requests through the segmenter and with its predictor on the request threads."""
+    from diffseg.bench import threads
+
+    uri, model_uri = threads._served_model(tmp_path)
+    ms = {way: threads.request_times(way, uri, model_uri, requests=2, burst=2)
+          for way in ("segmenter", "caller-threads")}
+    assert all(len(v) == 2 and min(v) > 0 for v in ms.values())
+    runs = [{"round": 0, "way": w, "median_ms": v[0]} for w, v in ms.items()]
+    steps = {"threads": 2, "steps": 2, "repeat": 1, "median_ms": {"main": 80.0},
+             "ratio_to_main": {"main": {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 1}},
+             "runs": [{"placement": "main", "ms_per_step": 80.0, "on_main_thread": True, "main_ran_torch": False}]}
+    text = threads.table({**steps, "serving": {"requests": 2, "repeat": 1, "burst": 2, "runs": runs,
+                                               "median_ms": {w: v[0] for w, v in ms.items()}}})
+    assert "segmenter" in text and "caller-threads" in text and "burst of 2" in text
 
 
 def test_thread_bench_pairs_each_placement_with_main_in_its_round():

@@ -94,29 +94,35 @@ def placement_run(placement: str, threads: int, steps: int) -> dict:
     return {"placement": placement, "main_ran_torch": main_ran_torch, **out}
 
 
-def _fresh_process(placement: str, threads: int, steps: int, cwd: str) -> dict:
-    code = ("import json, sys; from diffseg.bench.threads import placement_run; "
-            "print(json.dumps(placement_run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
-    proc = subprocess.run([sys.executable, "-c", code, placement, str(threads), str(steps)], capture_output=True,
-                          text=True, cwd=cwd)
+def _fresh(call: str, *args, cwd: str):
+    """``threads.<call>(*args)`` in a fresh Python process; its JSON result."""
+    code = ("import json, sys; from diffseg.bench import threads; "
+            "print(json.dumps(getattr(threads, sys.argv[1])(*json.loads(sys.argv[2]))))")
+    proc = subprocess.run([sys.executable, "-c", code, call, json.dumps(args)], capture_output=True, text=True,
+                          cwd=cwd)
     if proc.returncode != 0:
-        raise RuntimeError(f"placement {placement!r} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{call}{args} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(repeat: int = 3, placements=PLACEMENTS, steps: int = STEPS, requests: int = 12) -> dict:
-    """The placements of the training steps, then ``serving`` (``requests`` per run, ``repeat`` rounds)."""
+def step_placements(repeat: int = 3, which=PLACEMENTS, steps: int = STEPS) -> dict:
+    """``repeat`` rounds of the placements (a fresh process each, the order rotated): median ms per step and the
+    ratio to ``main`` paired by round."""
     threads = os.cpu_count() or 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="diffseg-threads-") as tmp:
         for i in range(repeat):
-            for placement in placements[i % len(placements):] + placements[:i % len(placements)]:
-                rows.append({"round": i, **_fresh_process(placement, threads, steps, tmp)})
+            for placement in which[i % len(which):] + which[:i % len(which)]:
+                rows.append({"round": i, **_fresh("placement_run", placement, threads, steps, cwd=tmp)})
     df = pd.DataFrame(rows)
     median = df.groupby("placement").ms_per_step.median()
     return {"threads": threads, "steps": steps, "repeat": repeat, "runs": rows,
-            "median_ms": {p: float(median[p]) for p in placements}, "ratio_to_main": paired_ratios(df),
-            "serving": serving(requests, repeat)}
+            "median_ms": {p: float(median[p]) for p in which}, "ratio_to_main": paired_ratios(df)}
+
+
+def run(repeat: int = 3, requests: int = 12) -> dict:
+    """The placements of the training steps, then ``serving``, ``repeat`` rounds each."""
+    return {**step_placements(repeat), "serving": serving(requests, repeat)}
 
 
 def paired_ratios(df: pd.DataFrame) -> dict:
@@ -148,7 +154,9 @@ def _served_model(root: Path) -> tuple[str, str]:
     exp_id, parent = tracking.setup_study(uri, "serving", folder.root, None, params={}, tags={})
     run_id, _ = tracking.child_run(MlflowClient(uri), exp_id, parent, "t0", "t0", {})
     result = train_trial({**budget_overlay("smoke", "synthetic-blob"), "data.dataset": "synthetic-blob",
-                          "model.architecture": "ensemdiff", "train.steps": 2, "output_dir": str(root / "trial")})
+                          "model.architecture": "ensemdiff", "train.steps": 2, "eval.val_max_images": 2,
+                          "eval.test_max_images": 2, "eval.curve_points": 2, "eval.curve_max_images": 1,
+                          "output_dir": str(root / "trial")})
     return uri, log_trial_model(uri, run_id, result)
 
 
@@ -191,23 +199,17 @@ def request_times(way: str, tracking_uri: str, model_uri: str, requests: int, bu
     return asyncio.run(served())
 
 
-def serving(requests: int = 12, repeat: int = 3) -> dict:
+def serving(requests: int = 12, repeat: int = 3, burst: int = 4) -> dict:
     """``repeat`` rounds of both ways (a fresh process each, the order alternating): median ms per request."""
     with tempfile.TemporaryDirectory(prefix="diffseg-serving-") as tmp:
         uri, model_uri = _served_model(Path(tmp))
-        code = ("import json, sys; from diffseg.bench.threads import request_times; "
-                "print(json.dumps(request_times(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))")
         rows = []
         for i in range(repeat):
             for way in (("segmenter", "caller-threads") if i % 2 == 0 else ("caller-threads", "segmenter")):
-                proc = subprocess.run([sys.executable, "-c", code, way, uri, model_uri, str(requests)],
-                                      capture_output=True, text=True, cwd=tmp)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"serving {way!r} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
-                ms = json.loads(proc.stdout.strip().splitlines()[-1])
+                ms = _fresh("request_times", way, uri, model_uri, requests, burst, cwd=tmp)
                 rows.append({"round": i, "way": way, "median_ms": float(pd.Series(ms).median())})
     df = pd.DataFrame(rows)
-    return {"requests": requests, "repeat": repeat, "runs": rows,
+    return {"requests": requests, "repeat": repeat, "burst": burst, "runs": rows,
             "median_ms": {w: float(v) for w, v in df.groupby("way").median_ms.median().items()}}
 
 
@@ -224,8 +226,9 @@ def table(r: dict) -> str:
                      f"{', '.join(format(x['ms_per_step'], '.0f') for x in runs)})")
     sv = r["serving"]
     lines.append(f"a logged smoke EnsemDiff served as MLflow's scoring server calls it (loaded on the main thread, "
-                 f"each request through asyncio.to_thread, timed after a burst of 4 concurrent ones; 2 images, "
-                 f"ensemble 4, 10 steps; median ms per request of {sv['requests']}, median of {sv['repeat']} runs)")
+                 f"each request through asyncio.to_thread, timed after a burst of {sv['burst']} concurrent ones; "
+                 f"2 images, ensemble 4, 10 steps; median ms per request of {sv['requests']}, median of "
+                 f"{sv['repeat']} runs)")
     for way, ms in sv["median_ms"].items():
         runs = ", ".join(format(x["median_ms"], ".0f") for x in sv["runs"] if x["way"] == way)
         lines.append(f"  {way:18s} {ms:7.1f} ms/request  (runs: {runs})")
