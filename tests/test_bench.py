@@ -137,3 +137,15 @@ def test_thread_bench_pairs_each_placement_with_main_in_its_round():
     assert q["n"] == 3 and q["mean"] == pytest.approx((1.1 + 1.05 + 1.1) / 3)  # not 292 / 270, a ratio of sums
     assert q["low"] < q["mean"] < q["high"]
     assert paired_ratios(df[df.placement == "tune"]) == {}
+
+
+def test_study_bench_step_ratio_over_runs_takes_the_run_as_the_unit():
+    """Three runs of 24 trials each are 3 process pairs, not 72 cases: the interval is over the runs' ratios."""
+    import pytest
+
+    from diffseg.bench.study import over_runs
+
+    q = over_runs([{"step_ratio": {"mean": m, "low": m - 0.03, "high": m + 0.03, "n": 24}}
+                   for m in (1.046, 1.023, 1.035)])
+    assert q["n"] == 3 and q["mean"] == pytest.approx(1.0347, abs=1e-4)
+    assert q["low"] == pytest.approx(1.006, abs=1e-3) and q["high"] == pytest.approx(1.063, abs=1e-3)

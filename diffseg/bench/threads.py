@@ -8,6 +8,8 @@ The same smoke-budget EnsemDiff training steps at every CPU of the machine, each
 - ``thread-after-main``: on a new thread after the main thread ran torch work. libgomp (torch's OpenMP on Linux)
   keeps one thread pool per thread that ran a parallel region; once its threads outnumber the CPUs it shortens
   every pool's spin-wait at barriers (``gomp_throttled_spin_count_var``), so the steps wait on the kernel instead;
+- ``beside-ray``: on the main thread of a process that holds an idle embedded Ray (its raylet, GCS and the
+  driver's threads run beside the steps, as they run beside every trial of a study);
 - ``tune``: inside a real Ray Tune trial on the study's embedded Ray (``runner.start_ray``).
 
 ``repeat`` rounds, the placements in a rotated order each round; per placement the median ms per step and its
@@ -30,7 +32,7 @@ import pandas as pd
 
 from ..metrics.intervals import mean_ci
 
-PLACEMENTS = ("main", "thread", "thread-after-main", "tune")
+PLACEMENTS = ("main", "thread", "thread-after-main", "beside-ray", "tune")
 WARMUP, STEPS = 10, 60
 
 
@@ -81,7 +83,11 @@ def placement_run(placement: str, threads: int, steps: int) -> dict:
         x = torch.randn(256, 256)
         torch.nn.functional.conv2d(torch.randn(4, 16, 48, 48), torch.randn(16, 16, 3, 3))
         torch.mm(x, x)  # parallel regions on the main thread: its own OpenMP pool
-    if placement == "main":
+    if placement in ("main", "beside-ray"):
+        if placement == "beside-ray":
+            from ..studies.runner import start_ray
+
+            start_ray(None)
         out = _time_steps(threads, steps)
     elif placement == "tune":
         out = _in_tune(threads, steps)
