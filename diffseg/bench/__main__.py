@@ -12,7 +12,8 @@ from ..diffusion.targets import TARGETS
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
            "quality": "quality", "speedups": "speedups", "study": "study", "threads": "threads", "cluster": "cluster",
            "gpu": "gpu"}
-ALL = ("data", "models", "sampling", "fingerprint", "quality", "study")  # "all": the single-machine benchmarks
+# "all": the single-machine benchmarks
+ALL = ("data", "models", "sampling", "fingerprint", "quality", "study", "threads")
 
 
 def _bench_args(name: str, args) -> dict:
