@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..experiments.result import PLATFORM_PHASES, TRAIN_STEPS, TRIAL_PHASE_LABELS
 from ..folder import StudyFolder
-from ..metrics.intervals import mean_ci
+from ..metrics.intervals import mean_ci_dict
 from ..studies.spec import load_spec
 
 STUDY, BUDGET = "weighting_schedules", "smoke"  # the README's smoke study (make study)
@@ -64,8 +64,7 @@ def step_ratio(study_trials: pd.DataFrame, loop_trials: pd.DataFrame) -> dict:
     if set(ray_s.index) != set(loop_s.index) or ray_s.index.has_duplicates:
         raise ValueError(f"the study's and the loop's trials differ: {sorted(set(ray_s.index) ^ set(loop_s.index))}")
     ratios = (ray_s / loop_s.reindex(ray_s.index)).tolist()
-    mean, low, high, n = mean_ci(ratios)
-    return {"mean": mean, "low": low, "high": high, "n": n}
+    return mean_ci_dict(ratios)
 
 
 def _timed(cmd: list[str], log: Path) -> float:
@@ -132,8 +131,7 @@ def over_runs(runs: list[dict]) -> dict:
     trial worker, the loop's process), and fresh processes differ in speed by several per cent here (``bench
     threads``), so a run's interval over its trials is too narrow for a process-level effect. Mean and 95 % t
     interval of the runs' ratios (``mean_ci``)."""
-    mean, low, high, n = mean_ci([r["step_ratio"]["mean"] for r in runs])
-    return {"mean": mean, "low": low, "high": high, "n": n}
+    return mean_ci_dict([r["step_ratio"]["mean"] for r in runs])
 
 
 def table(r: dict) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics.intervals import mean_ci
+from ..metrics.intervals import mean_ci_dict
 
 PLACEMENTS = ("main", "thread", "thread-after-main", "beside-ray", "tune")
 WARMUP, STEPS = 10, 60
@@ -137,11 +137,7 @@ def paired_ratios(df: pd.DataFrame) -> dict:
     if "main" not in set(df.placement):
         return {}
     ms = df.pivot(index="round", columns="placement", values="ms_per_step")
-    out = {}
-    for p in ms.columns:
-        mean, low, high, n = mean_ci((ms[p] / ms["main"]).tolist())
-        out[p] = {"mean": mean, "low": low, "high": high, "n": n}
-    return out
+    return {p: mean_ci_dict((ms[p] / ms["main"]).tolist()) for p in ms.columns}
 
 
 def _served_model(root: Path) -> tuple[str, str]:

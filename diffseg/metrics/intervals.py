@@ -23,6 +23,11 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     return m, m - half, m + half, n
 
 
+def mean_ci_dict(values, level: float = 0.95) -> dict:
+    """``mean_ci`` as {"mean", "low", "high", "n"} (the benchmarks' JSON)."""
+    return dict(zip(("mean", "low", "high", "n"), mean_ci(values, level), strict=True))
+
+
 def fmt_ci(values, digits: int = 3) -> str:
     """'mean [low, high] (n=N)', or 'mean (n=1)'; '-' without values."""
     m, lo, hi, n = mean_ci(values)
