@@ -77,6 +77,47 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
                                             "results": [c], "per_dataset": {"d": d}})
 
 
+def test_quality_noise_floor_splits_a_settings_spread_into_sampling_noise_and_real_differences(monkeypatch):
+    """The reference drawn again differs from it by noise alone: a setting whose per-image differences are that same
+    noise has all its spread from sampling (share 1); one with an equal extra real spread has half. A cached result
+    gets its redraw only from weights that reproduce its DDPM-10 row."""
+    import numpy as np
+    import pytest
+
+    from diffseg.bench import quality
+
+    rng = np.random.default_rng(1)
+    iou, noise, real = rng.uniform(0.4, 0.8, 400), rng.normal(0, 0.05, 400), rng.normal(0, 0.05, 400)
+    noise = noise - noise.mean()
+    real = real - real.mean() - (real - real.mean()) @ noise / (noise @ noise) * noise  # uncorrelated with the noise
+    noise, real = 0.05 * noise / noise.std(ddof=1), 0.05 * real / real.std(ddof=1)
+
+    def row(sampler, steps, d_iou):
+        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)), "ece": 0.05,
+                "model_evaluations": steps * 10 * 400, "wall_s": 1.0,
+                "per_image": {"iou": (iou + d_iou).tolist(), "ece": [0.05] * 400}}
+
+    result = {"dataset": "d", "target": "v", "resolution": 32, "train_s": 1.0, "redraw": row("ddpm", 1000, noise),
+              "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, noise), row("real", 10, np.sqrt(0.5) * (noise + real))]}
+    c = quality.compare(result)
+    assert c["noise_floor"]["iou_points_sd"] == pytest.approx(5.0)
+    share = {s["sampler"]: s["mc_share"] for s in c["settings"]}
+    assert share["ddpm"] == pytest.approx(1.0) and share["real"] == pytest.approx(1.0, rel=1e-9)
+    result["rows"][2] = row("real", 10, noise + real)
+    assert quality.compare(result)["settings"][1]["mc_share"] == pytest.approx(0.5, rel=1e-9)
+    assert c["settings"][0]["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
+    assert "noise floor" in quality.table({"goal": quality.GOAL, "members": 10, "images": 400, "threads": 1,
+                                           "results": [c], "per_dataset": quality.summary([c])})
+
+    del result["redraw"]
+    monkeypatch.setattr(quality, "_trained", lambda *a: None)
+    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, real))
+    with pytest.raises(RuntimeError, match="do not reproduce the cached DDPM-10 row"):
+        quality.add_redraw(result, 400, 32)
+    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, noise))
+    assert quality.add_redraw(result, 400, 32)["redraw"]["steps"] == 1000
+
+
 def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():
     """The step ratio is per trial (arm, dataset, seed), not a ratio of sums; a trial missing on one side refuses."""
     import pandas as pd

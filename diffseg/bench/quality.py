@@ -8,8 +8,13 @@ over test images (``metrics.cases.case_interval``; each image of these sets is i
 Goal (issue 24): within 1 IoU point and 0.01 ECE of DDPM-1000 at >= 50x fewer model evaluations. ``reached`` per
 dataset: some (target, sampler, steps) meets it on the point estimates; ``reached_ci``: its whole interval lies
 within the tolerance (an equivalence test; with 16 images it needs a small per-image spread).
+The noise floor: the reference drawn a second time from other noise (``redraw``). Its per-image differences are the
+two ensembles' Monte-Carlo noise alone, so their spread against a setting's says how much of that setting's spread is
+sampling noise (``mc_share``) rather than a real per-image difference, and how many images an interval of +-1 point
+needs at that spread.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
-JSON file and reuses it on the next run (a long run continued).
+JSON file and reuses it on the next run (a long run continued; a cached result without the redraw gets it, from
+weights retrained and checked to reproduce the cached DDPM-10 row image by image).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ SAMPLERS = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", None))  #
 CONFIGS = [REFERENCE] + [(s, eta, k) for s, eta in SAMPLERS for k in (10, 20, 50)]
 GOAL = {"iou_points": 1.0, "ece": 0.01, "fewer_evaluations": 50}
 MEMBERS, IMAGES = 10, 16
+DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
 
 
 def _trained(dataset: str, target: str, out: str, images: int, resolution: int | None) -> Trial:
@@ -49,13 +55,14 @@ def _trained(dataset: str, target: str, out: str, images: int, resolution: int |
     return trial
 
 
-def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int) -> dict:
-    """One setting on the trial's test images: summary numbers and the per-image IoU and ECE."""
+def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
+    """One setting on the trial's test images, its noise drawn from ``trial seed + seed``: summary numbers and the
+    per-image IoU and ECE."""
     cfg = trial.cfg
     trial.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, sampler=sampler, eta=eta))
     _, images, masks = trial._split_tensors("test", cfg.eval.test_max_images)
     t0 = time.perf_counter()
-    members = trial.predict(trial.ema.module, images, masks, MEMBERS, steps, cfg.seed + 4).cpu()
+    members = trial.predict(trial.ema.module, images, masks, MEMBERS, steps, cfg.seed + seed).cpu()
     wall = time.perf_counter() - t0
     trial.cfg = cfg
     rows = per_image_metrics(members, masks.cpu(), cfg.eval.ece_bins)
@@ -71,15 +78,43 @@ def measure(dataset: str, target: str, images: int = IMAGES, resolution: int | N
         trial = _trained(dataset, target, tmp, images, resolution)
         train_s = time.perf_counter() - t0
         rows = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS]
+        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED)
     return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution, "train_s": train_s,
-            "rows": rows}
+            "rows": rows, "redraw": redraw}
+
+
+def add_redraw(result: dict, images: int, resolution: int | None) -> dict:
+    """A cached result without the reference's second draw gets it: the weights are trained again with the same
+    config and must reproduce the cached DDPM-10 row image by image first, or the redraw would measure another
+    model."""
+    check = next(r for r in result["rows"] if (r["sampler"], r["steps"]) == ("ddpm", 10))
+    with tempfile.TemporaryDirectory() as tmp:
+        trial = _trained(result["dataset"], result["target"], tmp, images, resolution)
+        again = evaluate(trial, "ddpm", None, 10)
+        gap = float(np.max(np.abs(np.subtract(again["per_image"]["iou"], check["per_image"]["iou"]))))
+        if gap > 1e-6:
+            raise RuntimeError(f"{result['dataset']}/{result['target']}: the retrained weights do not reproduce the "
+                               f"cached DDPM-10 row (largest per-image IoU gap {gap:.3g}); run it again without the "
+                               "cache")
+        return {**result, "redraw": evaluate(trial, *REFERENCE, seed=REDRAW_SEED)}
+
+
+def _spread(d) -> float:
+    return float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+
+
+def images_for(sd: float, half_width: float) -> int:
+    """Images for a 95 % interval of the mean of +-``half_width`` at per-image SD ``sd``: (1.96 sd / w)^2."""
+    return int(np.ceil((1.96 * sd / half_width) ** 2)) if np.isfinite(sd) else 0
 
 
 def compare(result: dict) -> dict:
     """Each setting against the reference (the first row) of its (dataset, target): paired differences with
     intervals, and whether it meets the goal on the point estimates (``meets_goal``) and on the interval
-    (``meets_goal_ci``)."""
+    (``meets_goal_ci``); with a redraw, the noise floor and each setting's share of spread that is sampling noise."""
     ref, rows = result["rows"][0], []
+    floor = result.get("redraw")
+    floor_sd = _spread(100 * (np.asarray(floor["per_image"]["iou"]) - ref["per_image"]["iou"])) if floor else None
     for r in result["rows"]:
         d_iou = 100 * (np.asarray(r["per_image"]["iou"]) - ref["per_image"]["iou"])
         d_ece = np.asarray(r["per_image"]["ece"]) - ref["per_image"]["ece"]
@@ -88,14 +123,24 @@ def compare(result: dict) -> dict:
         cheap = fewer >= GOAL["fewer_evaluations"]
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
                      "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo, iou_hi],
+                     "iou_points_sd": _spread(d_iou), "images_for_1pt": images_for(_spread(d_iou), 1.0),
+                     "mc_share": floor_sd ** 2 / _spread(d_iou) ** 2 if floor and _spread(d_iou) > 0 else None,
                      "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo, ece_hi], "fewer_evaluations": fewer,
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
-    return {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
-            "train_s": result["train_s"],
-            "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:]}
+    out = {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
+           "train_s": result["train_s"],
+           "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None}
+    if floor:
+        d_iou = 100 * (np.asarray(floor["per_image"]["iou"]) - ref["per_image"]["iou"])
+        d_ece = np.asarray(floor["per_image"]["ece"]) - ref["per_image"]["ece"]
+        out["noise_floor"] = {"iou": floor["iou"], "ece": floor["ece"], "wall_s": floor["wall_s"],
+                              "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": list(case_interval(d_iou)[:2]),
+                              "iou_points_sd": floor_sd, "ece_vs_ref": float(d_ece.mean()),
+                              "ece_ci": list(case_interval(d_ece)[:2]), "ece_sd": _spread(d_ece)}
+    return out
 
 
 def summary(compared: list[dict]) -> dict:
@@ -118,6 +163,14 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
+def _save(path: Path, result: dict) -> None:
+    """Whole or not at all: a run stopped while writing leaves the previous file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+
+
 def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
         resolution: int | None = None) -> dict:
     """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores)."""
@@ -127,12 +180,15 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
             name = f"{ds}-{target}-{resolution or 'cpu'}px-{images}img.json"
             path = Path(cache) / name if cache else None
             if path is not None and path.exists():
-                results.append(json.loads(path.read_text()))
+                r = json.loads(path.read_text())
+                if "redraw" not in r:
+                    r = add_redraw(r, images, resolution)
+                    _save(path, r)
+                results.append(r)
                 continue
             r = measure(ds, target, images, resolution)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(r))
+                _save(path, r)
             results.append(r)
     compared = [compare(r) for r in results]
     return {"goal": GOAL, "members": MEMBERS, "images": images, "threads": torch.get_num_threads(),
@@ -149,13 +205,20 @@ def table(r: dict) -> str:
         ref = c["reference"]
         lines.append(f"  {c['dataset']} / {c['target']}: DDPM-1000 IoU {ref['iou']:.3f} ECE {ref['ece']:.3f} "
                      f"({ref['wall_s']:.0f} s; n = {c['n_images']} images)")
-        lines.append(f"    {'sampler':12s} {'steps':>5s} {'IoU':>6s} {'dIoU pt [95% CI]':>22s} {'ECE':>6s} "
-                     f"{'dECE [95% CI]':>26s} {'fewer':>6s} {'wall s':>7s} goal")
+        if nf := c["noise_floor"]:
+            lines.append(f"    noise floor, DDPM-1000 drawn again: IoU {nf['iou']:.3f} "
+                         f"({nf['iou_points_vs_ref']:+.2f} pt [{nf['iou_points_ci'][0]:+.2f},"
+                         f"{nf['iou_points_ci'][1]:+.2f}], per-image SD {nf['iou_points_sd']:.1f} pt), ECE "
+                         f"{nf['ece']:.3f} ({nf['ece_vs_ref']:+.3f} [{nf['ece_ci'][0]:+.3f},{nf['ece_ci'][1]:+.3f}])")
+        lines.append(f"    {'sampler':12s} {'steps':>5s} {'IoU':>6s} {'dIoU pt [95% CI]':>22s} {'SD':>5s} "
+                     f"{'MC':>4s} {'ECE':>6s} {'dECE [95% CI]':>26s} {'fewer':>6s} {'wall s':>7s} goal")
         for x in c["settings"]:
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
+            mc = "" if x["mc_share"] is None else f"{x['mc_share']:.2f}"
             lines.append(f"    {x['sampler']:12s} {x['steps']:5d} {x['iou']:6.3f} {x['iou_points_vs_ref']:+7.2f} "
-                         f"[{lo:+6.2f},{hi:+6.2f}] {x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
+                         f"[{lo:+6.2f},{hi:+6.2f}] {x['iou_points_sd']:5.1f} {mc:>4s} "
+                         f"{x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
     for ds, d in r["per_dataset"].items():
