@@ -106,6 +106,7 @@ def test_quality_noise_floor_splits_a_settings_spread_into_sampling_noise_and_re
     result["rows"][2] = row("real", 10, noise + real)
     assert quality.compare(result)["settings"][1]["mc_share"] == pytest.approx(0.5, rel=1e-9)
     assert c["settings"][0]["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
+    assert c["settings"][0]["iou_points_mde"] == pytest.approx(2.8 * 5.0 / 20, rel=0.01)  # (z.975 + z.8) sd / sqrt(n)
     assert "noise floor" in quality.table({"goal": quality.GOAL, "members": 10, "images": 400, "threads": 1,
                                            "results": [c], "per_dataset": quality.summary([c])})
 

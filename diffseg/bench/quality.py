@@ -3,7 +3,8 @@ budget: the smoke model at 600 steps), its 10-member test ensemble drawn with DD
 DDPM, DDIM (eta 0 and 1) and DPM-Solver++(2M) at 10, 20 and 50 steps, from the same weights and test images.
 Probabilities are the members' vote fraction (``masks.VOTE``). Per setting: IoU, ECE (10 bins), model
 evaluations, wall time, and the per-image paired difference to the reference with its 95 % BCa bootstrap interval
-over test images (``metrics.cases.case_interval``; each image of these sets is its own case).
+over test images (``metrics.cases.case_interval``; each image of these sets is its own case), its per-image SD and
+the smallest IoU difference the n images detect (``metrics.cases.resolution``: alpha 0.05, 80 % power).
 
 Goal (issue 24): within 1 IoU point and 0.01 ECE of DDPM-1000 at >= 50x fewer model evaluations. ``reached`` per
 dataset: some (target, sampler, steps) meets it on the point estimates; ``reached_ci``: its whole interval lies
@@ -32,7 +33,7 @@ from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.evaluate import per_image_metrics
-from ..metrics.cases import case_interval
+from ..metrics.cases import case_interval, resolution
 
 DATASETS = ("isic2017", "kvasir_seg", "synthetic-clusters", "ihc_her2like")
 REFERENCE = ("ddpm", None, 1000)
@@ -123,7 +124,8 @@ def compare(result: dict) -> dict:
         cheap = fewer >= GOAL["fewer_evaluations"]
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
                      "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo, iou_hi],
-                     "iou_points_sd": _spread(d_iou), "images_for_1pt": images_for(_spread(d_iou), 1.0),
+                     "iou_points_sd": _spread(d_iou), "iou_points_mde": resolution(d_iou)["mde"],
+                     "images_for_1pt": images_for(_spread(d_iou), 1.0),
                      "mc_share": floor_sd ** 2 / _spread(d_iou) ** 2 if floor and _spread(d_iou) > 0 else None,
                      "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo, ece_hi], "fewer_evaluations": fewer,
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
@@ -211,13 +213,13 @@ def table(r: dict) -> str:
                          f"{nf['iou_points_ci'][1]:+.2f}], per-image SD {nf['iou_points_sd']:.1f} pt), ECE "
                          f"{nf['ece']:.3f} ({nf['ece_vs_ref']:+.3f} [{nf['ece_ci'][0]:+.3f},{nf['ece_ci'][1]:+.3f}])")
         lines.append(f"    {'sampler':12s} {'steps':>5s} {'IoU':>6s} {'dIoU pt [95% CI]':>22s} {'SD':>5s} "
-                     f"{'MC':>4s} {'ECE':>6s} {'dECE [95% CI]':>26s} {'fewer':>6s} {'wall s':>7s} goal")
+                     f"{'MDE':>5s} {'MC':>4s} {'ECE':>6s} {'dECE [95% CI]':>26s} {'fewer':>6s} {'wall s':>7s} goal")
         for x in c["settings"]:
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
             mc = "" if x["mc_share"] is None else f"{x['mc_share']:.2f}"
             lines.append(f"    {x['sampler']:12s} {x['steps']:5d} {x['iou']:6.3f} {x['iou_points_vs_ref']:+7.2f} "
-                         f"[{lo:+6.2f},{hi:+6.2f}] {x['iou_points_sd']:5.1f} {mc:>4s} "
+                         f"[{lo:+6.2f},{hi:+6.2f}] {x['iou_points_sd']:5.1f} {x['iou_points_mde']:5.1f} {mc:>4s} "
                          f"{x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
