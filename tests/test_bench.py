@@ -77,10 +77,12 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
                                             "results": [c], "per_dataset": {"d": d}})
 
 
-def test_quality_noise_floor_splits_a_settings_spread_into_sampling_noise_and_real_differences(monkeypatch):
-    """The reference drawn again differs from it by noise alone: a setting whose per-image differences are that same
-    noise has all its spread from sampling (share 1); one with an equal extra real spread has half. A cached result
-    gets its redraw only from weights that reproduce its DDPM-10 row."""
+def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_spread_is_measured_against_it(
+        monkeypatch):
+    """The reference drawn again differs from it by noise alone: its SD / sqrt(2) is one draw's noise. A setting whose
+    per-image differences spread like the redraw's has ratio 1; one with an extra uncorrelated spread of the same size
+    has 2; one that shares half the noise (common random numbers) has 0.5. A cached result gets its redraw only from
+    weights that reproduce its DDPM-10 row."""
     import numpy as np
     import pytest
 
@@ -98,13 +100,14 @@ def test_quality_noise_floor_splits_a_settings_spread_into_sampling_noise_and_re
                 "per_image": {"iou": (iou + d_iou).tolist(), "ece": [0.05] * 400}}
 
     result = {"dataset": "d", "target": "v", "resolution": 32, "train_s": 1.0, "redraw": row("ddpm", 1000, noise),
-              "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, noise), row("real", 10, np.sqrt(0.5) * (noise + real))]}
+              "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, noise), row("real", 10, noise + real),
+                       row("shared", 10, np.sqrt(0.5) * noise)]}
     c = quality.compare(result)
-    assert c["noise_floor"]["iou_points_sd"] == pytest.approx(5.0)
-    share = {s["sampler"]: s["mc_share"] for s in c["settings"]}
-    assert share["ddpm"] == pytest.approx(1.0) and share["real"] == pytest.approx(1.0, rel=1e-9)
-    result["rows"][2] = row("real", 10, noise + real)
-    assert quality.compare(result)["settings"][1]["mc_share"] == pytest.approx(0.5, rel=1e-9)
+    nf = c["noise_floor"]
+    assert nf["iou_points_sd"] == pytest.approx(5.0) and nf["noise_sd_per_draw"] == pytest.approx(5.0 / np.sqrt(2))
+    assert nf["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
+    ratio = {s["sampler"]: s["spread_vs_redraw"] for s in c["settings"]}
+    assert ratio == pytest.approx({"ddpm": 1.0, "real": 2.0, "shared": 0.5})
     assert c["settings"][0]["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
     assert c["settings"][0]["iou_points_mde"] == pytest.approx(2.8 * 5.0 / 20, rel=0.01)  # (z.975 + z.8) sd / sqrt(n)
     assert "noise floor" in quality.table({"goal": quality.GOAL, "members": 10, "images": 400, "threads": 1,
