@@ -31,8 +31,9 @@ def test_counted_flops_match_an_analytic_conv_stack():
 def test_model_benchmark_mfu_is_a_fraction_of_a_measured_peak():
     from diffseg.bench import models
 
-    r = models.run(archs=("ensemdiff",), sizes=("smoke",), steps=1, peak_sizes=(256, 512, 1024))
+    r = models.run(archs=("ensemdiff",), sizes=("smoke",), steps=1, peak_sizes=(256, 512, 1024), min_s=0.3)
     m = r["models"]["ensemdiff/smoke"]
+    assert m["timed_steps"] >= 2, "steps are timed for at least min_s, beyond the requested count"
     assert 0 < m["mfu"] <= 1 and r["peak_flops"] >= max(r["kernels"].values()) * 0.999
     assert abs(sum(m["time_split"].values()) - 1) < 1e-9 and set(m["time_split"]) == {"forward", "backward",
                                                                                        "optimizer", "ema"}

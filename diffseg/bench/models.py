@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -111,8 +112,10 @@ def step_parts(cfg: TrialConfig, device: str = "cpu") -> StepParts:
                      torch.where(torch.randn(bs, 1, res, res, device=dev) > 0, 1.0, -1.0))
 
 
-def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu") -> dict:
-    """On ``cuda``: bf16 autocast, as a trial with ``train.bf16`` trains."""
+def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu", min_s: float = 2.0) -> dict:
+    """Training steps after one warm-up step: at least ``steps`` of them and at least ``min_s`` seconds; the step
+    time is their median (one slow step, e.g. another process waking, does not set it). On ``cuda``: bf16 autocast,
+    as a trial with ``train.bf16`` trains."""
     res, bs = cfg.data.resolution, cfg.train.batch_size
     dev = torch.device(device)
     p = step_parts(cfg, device)
@@ -122,8 +125,9 @@ def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu") -> dict:
     with FlopCounterMode(display=False) as fc, amp:
         mode.train_step(model, ctx, images, masks, g).loss.mean().backward()
     flops = fc.get_total_flops()
-    parts = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "ema": 0.0}
-    for i in range(steps + 1):  # the first step warms up and is not timed
+    parts, totals = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "ema": 0.0}, []
+    i = 0
+    while i <= steps or sum(totals) < min_s:  # the first step warms up and is not timed
         sync()
         t = [time.perf_counter()]
         with amp:
@@ -141,16 +145,18 @@ def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu") -> dict:
         sync()
         t.append(time.perf_counter())
         if i:
+            totals.append(t[-1] - t[0])
             for k, a, b in zip(parts, t, t[1:], strict=False):
-                parts[k] += (b - a) / steps
-    dt = sum(parts.values())
+                parts[k] += b - a
+        i += 1
+    dt, spent = float(np.median(totals)), sum(parts.values())
     return {"params": count_params(model), "steps_per_s": 1 / dt, "flops_per_step": flops,
-            "achieved_flops": flops / dt, "resolution": res, "batch_size": bs, "step_s": dt,
-            "time_split": {k: v / dt for k, v in parts.items()}, "base_channels": cfg.model.base_channels}
+            "achieved_flops": flops / dt, "resolution": res, "batch_size": bs, "step_s": dt, "timed_steps": len(totals),
+            "time_split": {k: v / spent for k, v in parts.items()}, "base_channels": cfg.model.base_channels}
 
 
 def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
-        peak_sizes=(512, 1024, 2048, 4096)) -> dict:
+        peak_sizes=(512, 1024, 2048, 4096), min_s: float = 2.0) -> dict:
     """On a CUDA machine the models train there (bf16 autocast) and MFU is against the card's data-sheet peak."""
     models = {}
     load = os.getloadavg()[0]  # other work on the machine skews every figure (seen: MFU 0.23 under load, 0.69 idle)
@@ -159,7 +165,7 @@ def run(archs=ARCHITECTURES, sizes=("smoke", "small"), steps: int = 3,
     for arch in archs:
         for size in sizes:
             cfg = _trial_cfg(size, arch)
-            models[f"{arch}/{size}"] = bench_model(cfg, steps, device)
+            models[f"{arch}/{size}"] = bench_model(cfg, steps, device, min_s)
             key = f"conv3x3_{cfg.train.batch_size}x{cfg.model.base_channels}x{cfg.data.resolution}"
             if device == "cpu" and key not in kernels:
                 kernels[key] = conv_flops(cfg.train.batch_size, cfg.model.base_channels, cfg.data.resolution)
