@@ -252,6 +252,7 @@ def test_ema_and_fused_adamw_follow_their_formulas():
     fused AdamW takes the same steps as torch's per-parameter loop (up to rounding)."""
     from diffseg.experiments import build
 
+    torch.manual_seed(0)  # unseeded, 2 draws in 300 left a weight where its AdamW steps cancelled out (< 1e-3)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))  # float params and an int buffer
     c = cfg(**{"train.ema_decay": 0.9})
     ema = build.ema(c, net)
