@@ -111,24 +111,31 @@ def images_for(sd: float, half_width: float) -> int:
     return int(np.ceil((1.96 * sd / half_width) ** 2)) if np.isfinite(sd) else 0
 
 
+def _diffs(row: dict, ref: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image differences of a row to the reference: IoU in points, ECE."""
+    return (100 * (np.asarray(row["per_image"]["iou"]) - ref["per_image"]["iou"]),
+            np.asarray(row["per_image"]["ece"]) - ref["per_image"]["ece"])
+
+
 def compare(result: dict) -> dict:
     """Each setting against the reference (the first row) of its (dataset, target): paired differences with
     intervals, and whether it meets the goal on the point estimates (``meets_goal``) and on the interval
     (``meets_goal_ci``); with a redraw, the noise floor and each setting's spread against it."""
     ref, rows = result["rows"][0], []
     floor = result.get("redraw")
-    floor_sd = _spread(100 * (np.asarray(floor["per_image"]["iou"]) - ref["per_image"]["iou"])) if floor else None
+    floor_iou, floor_ece = _diffs(floor, ref) if floor else (None, None)
+    floor_sd = _spread(floor_iou) if floor else None
     for r in result["rows"]:
-        d_iou = 100 * (np.asarray(r["per_image"]["iou"]) - ref["per_image"]["iou"])
-        d_ece = np.asarray(r["per_image"]["ece"]) - ref["per_image"]["ece"]
+        d_iou, d_ece = _diffs(r, ref)
+        sd = _spread(d_iou)
         (iou_lo, iou_hi, _), (ece_lo, ece_hi, _) = case_interval(d_iou), case_interval(d_ece)
         fewer = ref["model_evaluations"] / r["model_evaluations"]
         cheap = fewer >= GOAL["fewer_evaluations"]
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
                      "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo, iou_hi],
-                     "iou_points_sd": _spread(d_iou), "iou_points_mde": resolution(d_iou)["mde"],
-                     "images_for_1pt": images_for(_spread(d_iou), 1.0),
-                     "spread_vs_redraw": _spread(d_iou) ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
+                     "iou_points_sd": sd, "iou_points_mde": resolution(d_iou)["mde"],
+                     "images_for_1pt": images_for(sd, 1.0),
+                     "spread_vs_redraw": sd ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
                      "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo, ece_hi], "fewer_evaluations": fewer,
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
@@ -138,13 +145,12 @@ def compare(result: dict) -> dict:
            "train_s": result["train_s"],
            "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None}
     if floor:
-        d_iou = 100 * (np.asarray(floor["per_image"]["iou"]) - ref["per_image"]["iou"])
-        d_ece = np.asarray(floor["per_image"]["ece"]) - ref["per_image"]["ece"]
         out["noise_floor"] = {"iou": floor["iou"], "ece": floor["ece"], "wall_s": floor["wall_s"],
-                              "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": list(case_interval(d_iou)[:2]),
+                              "iou_points_vs_ref": float(floor_iou.mean()),
+                              "iou_points_ci": list(case_interval(floor_iou)[:2]),
                               "iou_points_sd": floor_sd, "noise_sd_per_draw": floor_sd / np.sqrt(2),
-                              "images_for_1pt": images_for(floor_sd, 1.0), "ece_vs_ref": float(d_ece.mean()),
-                              "ece_ci": list(case_interval(d_ece)[:2]), "ece_sd": _spread(d_ece)}
+                              "images_for_1pt": images_for(floor_sd, 1.0), "ece_vs_ref": float(floor_ece.mean()),
+                              "ece_ci": list(case_interval(floor_ece)[:2]), "ece_sd": _spread(floor_ece)}
     return out
 
 
