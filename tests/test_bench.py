@@ -33,7 +33,8 @@ def test_model_benchmark_mfu_is_a_fraction_of_a_measured_peak():
 
     r = models.run(archs=("ensemdiff",), sizes=("smoke",), steps=1, peak_sizes=(256, 512, 1024), min_s=0.3)
     m = r["models"]["ensemdiff/smoke"]
-    assert m["timed_steps"] >= 2, "steps are timed for at least min_s, beyond the requested count"
+    # at least the requested steps and at least min_s of them (one step, when the machine is busy, can outlast min_s)
+    assert m["timed_steps"] >= 1 and m["timed_s"] >= 0.3 and m["step_s"] <= m["timed_s"]
     assert 0 < m["mfu"] <= 1 and r["peak_flops"] >= max(r["kernels"].values()) * 0.999
     assert abs(sum(m["time_split"].values()) - 1) < 1e-9 and set(m["time_split"]) == {"forward", "backward",
                                                                                        "optimizer", "ema"}

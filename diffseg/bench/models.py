@@ -152,6 +152,7 @@ def bench_model(cfg: TrialConfig, steps: int = 3, device: str = "cpu", min_s: fl
     dt, spent = float(np.median(totals)), sum(parts.values())
     return {"params": count_params(model), "steps_per_s": 1 / dt, "flops_per_step": flops,
             "achieved_flops": flops / dt, "resolution": res, "batch_size": bs, "step_s": dt, "timed_steps": len(totals),
+            "timed_s": sum(totals),
             "time_split": {k: v / spent for k, v in parts.items()}, "base_channels": cfg.model.base_channels}
 
 
