@@ -133,12 +133,13 @@ def start_ray(address: str | None) -> dict[str, float]:
     os.environ.update({k: v for k, v in RAY_ENV.items() if k not in os.environ})
     if ray.is_initialized():  # a caller (e.g. a test session) already started Ray: use it
         return ray.cluster_resources()
-    if address:
+    if address:  # the cluster's workers do not inherit this process's environment: RAY_ENV goes with the job
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
-    else:
+    else:  # the embedded Ray's workers inherit it (a runtime_env would start each through Ray's setup_worker:
+        # measured here 0.3 s and 0.3 CPU-s more per worker start)
         ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
                  include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False,
-                 runtime_env={"env_vars": RAY_ENV}, _system_config=LOCAL_RAY_CONFIG)
+                 _system_config=LOCAL_RAY_CONFIG)
     return ray.cluster_resources()
 
 
