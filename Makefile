@@ -18,7 +18,7 @@ UV = $(BIN)/uv pip install -q --python $(BIN)/python $(foreach d,$(FIND_LINKS),-
 # The install's import check compiles the import trees of a study's driver and trial workers (3,700 of the venv's
 # 24,000 modules; torch's and the rest's in two processes at once, one per core here), so test processes, Ray
 # workers and servers starting together do not each compile them. Measured here: compiling the whole venv took
-# 27 s of a fresh clone's 50 s install; the install is now 20 s. An environment that sets
+# 27 s of a fresh clone's 50 s install; the install is now 16 s. An environment that sets
 # PYTHONDONTWRITEBYTECODE would recompile in every process instead.
 unexport PYTHONDONTWRITEBYTECODE
 
