@@ -228,9 +228,9 @@ def table(r: dict) -> str:
         for x in c["settings"]:
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
-            mc = "" if x["spread_vs_redraw"] is None else f"{x['spread_vs_redraw']:.2f}"
+            ratio = "" if x["spread_vs_redraw"] is None else f"{x['spread_vs_redraw']:.2f}"
             lines.append(f"    {x['sampler']:12s} {x['steps']:5d} {x['iou']:6.3f} {x['iou_points_vs_ref']:+7.2f} "
-                         f"[{lo:+6.2f},{hi:+6.2f}] {x['iou_points_sd']:5.1f} {x['iou_points_mde']:5.1f} {mc:>4s} "
+                         f"[{lo:+6.2f},{hi:+6.2f}] {x['iou_points_sd']:5.1f} {x['iou_points_mde']:5.1f} {ratio:>4s} "
                          f"{x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
