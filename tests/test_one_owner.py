@@ -47,11 +47,19 @@ def test_device_is_resolved_only_when_auto(monkeypatch, device, expected):
 
 
 def test_driver_caches_with_the_trials_preprocessing(monkeypatch, tmp_path, shared_data):
-    """The driver's pre-cache builds exactly the cache the trials then load (mask_resize included)."""
-    monkeypatch.setattr(runner, "_run", lambda *a, **k: runner.StudyOutcome(problem="stopped by the test"))
+    """The driver's pre-cache (its set-up, beside Ray's start) builds exactly the cache the trials then load
+    (mask_resize included)."""
+    class Stop(Exception):
+        pass
+
+    def no_ray(address):
+        raise Stop
+
+    monkeypatch.setattr(runner, "start_ray", no_ray)
     out = tmp_path / "out"
-    assert cli.main(["--study", "noise_schedules", "--dataset", "ihc_her2like", "--out", str(out),
-                     "--set", "data.mask_resize=nearest", "--set", "data.image_resize=bilinear"]) == 1
+    with pytest.raises(Stop):
+        cli.main(["--study", "noise_schedules", "--dataset", "ihc_her2like", "--out", str(out),
+                  "--set", "data.mask_resize=nearest", "--set", "data.image_resize=bilinear"])
     def caches():
         return sorted(p.name for p in (out / "cache").iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -315,6 +315,7 @@ def test_run_on_separately_started_ray_head(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         trials = pd.read_parquet(tmp_path / "runs" / "exports" / "cluster_study" / "trials.parquet")
         assert list(trials.status) == ["ok"]
+        assert head.poll() is None, "the study stops only the Ray it started: here it disconnects from the head"
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)

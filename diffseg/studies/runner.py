@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNIN
 # and the MLflow server whenever those wake up, so the same steps ran slower inside Ray than in a plain loop.
 LOCAL_RAY_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False, "worker_niceness": 0}
 RESUME_HINT = "continue with the same command and --resume"
+SETUP = "setup_s"  # the driver's set-up phase: its parts below ran on two threads at once
+SETUP_PARTS = ("prepare_s", "tracking_setup_s", "ray_start_s")
 
 
 class StudyRefused(ValueError):
@@ -223,10 +226,7 @@ def run_study(spec: StudySpec, plan: Plan, options: RunOptions) -> StudyOutcome:
         with owner_lock(folder.lock, {"study": spec.name, "command": o.command}) as lock:
             if lock["taken_over"]:
                 print(f"note: took over the lock of a driver that is gone ({lock['taken_over']})", file=sys.stderr)
-            t = time.monotonic()
-            plan = make_plan(spec, plan.budget, folder, plan.datasets, plan.seeds, plan.data_root, plan.overrides,
-                             plan.num_samples, write=True)
-            return _run(spec, plan, o, tracking_uri, {"prepare_s": time.monotonic() - t})
+            return _run(spec, plan, o, tracking_uri)
     except Busy as busy:
         h = busy.holder
         raise StudyRefused(f"--out {folder.root} is in use by study {h.get('study', '?')!r} (pid "
@@ -234,15 +234,17 @@ def run_study(spec: StudySpec, plan: Plan, options: RunOptions) -> StudyOutcome:
                            "it, or use another --out") from None
 
 
-def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: dict[str, float]) -> StudyOutcome:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
+def _set_up(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: dict[str, float]):
+    """Write the plan's dataset caches and fingerprints (``prepare_s``), open the study's parent run, write its
+    state and plan (``tracking_setup_s``). Returns (plan, experiment id, parent run id, environment tags)."""
     from . import tracking
-    from .progress import OutageWatch, Progress, SealState
-    from .trainable import StudyContext, run_trial
 
-    folder, points, n = o.folder, plan.points, plan.trials
+    folder = o.folder
+    t = time.monotonic()
+    plan = make_plan(spec, plan.budget, folder, plan.datasets, plan.seeds, plan.data_root, plan.overrides,
+                     plan.num_samples, write=True)
+    phases["prepare_s"] = time.monotonic() - t
+    points, n = plan.points, plan.trials
     state_path = folder.state(spec.name)
     parent = json.loads(state_path.read_text())["parent_run_id"] if o.resume else None
     t = time.monotonic()
@@ -264,12 +266,35 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
     if not o.resume:
         save_plan(folder, spec.name, spec.path, points)
     phases["tracking_setup_s"] = time.monotonic() - t  # a new local store creates its schema here
+    return plan, exp_id, parent, env_tags
+
+
+def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str) -> StudyOutcome:
+    # The set-up runs on a helper thread while this one starts Ray (Ray sets its SIGTERM handler only from the
+    # main thread): Ray's start waits mostly on its daemons' start-up, the set-up is Python and SQLite work
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(1, thread_name_prefix="study-setup") as pool:
+        setup = pool.submit(_set_up, spec, plan, o, tracking_uri, phases)
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+
+        from . import tracking
+        from .progress import OutageWatch, Progress, SealState
+        from .trainable import StudyContext, run_trial
+
+        t = time.monotonic()
+        started = not ray.is_initialized()  # else a caller's Ray (a test session), left running
+        cluster = start_ray(o.address)
+        phases["ray_start_s"] = time.monotonic() - t
+        plan, exp_id, parent, env_tags = setup.result()
+    phases[SETUP] = time.monotonic() - t0
+    folder, points, n = o.folder, plan.points, plan.trials
     print(f"study {spec.name}: {n} trials, MLflow {tracking_uri} (parent run {parent})", flush=True)
     if is_server(tracking_uri):
         print(f"MLflow UI: {tracking.ui_url(tracking_uri, exp_id)}", flush=True)
-    t = time.monotonic()
-    out = StudyOutcome(resources=start_ray(o.address), phases=phases, nodes=_alive_nodes())
-    phases["ray_start_s"] = time.monotonic() - t
+    out = StudyOutcome(resources=cluster, phases=phases, nodes=_alive_nodes())
     ctx = StudyContext(spec.name, plan.budget, str(folder.root), tracking_uri, exp_id, parent,
                        max(1, math.floor(o.cpus_per_trial)), env_tags, o.log_models)
     resources = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
@@ -325,12 +350,17 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phases: 
                 search_space(spec), search_alg=OptunaSearch(**tune_metric, seed=point.seed + i,
                                                             storage=folder.optuna_storage, study_name=name))
     out.elapsed_s = phases["trials_s"] = time.monotonic() - t0
-    if outage.down or tracking.probe(tracking_uri):  # (Tune may run a copy of the callback)
-        out.problem = (f"the MLflow tracking server {tracking_uri} stopped answering during the study; finished "
-                       f"trials keep their results and checkpoints under {folder.root}; when the server is back, "
-                       f"{RESUME_HINT}")
-        return out
-    _close(spec, o, tracking_uri, exp_id, parent, out)
+    # the study's own Ray stops beside the study's close, which needs MLflow only (at the interpreter's exit,
+    # Ray's hook would first sleep 0.5 s, then wait on its daemons: 1.4 s here)
+    with ThreadPoolExecutor(1, thread_name_prefix="ray-stop") as pool:
+        if started:
+            pool.submit(ray.shutdown)
+        if outage.down or tracking.probe(tracking_uri):  # (Tune may run a copy of the callback)
+            out.problem = (f"the MLflow tracking server {tracking_uri} stopped answering during the study; "
+                           f"finished trials keep their results and checkpoints under {folder.root}; when the "
+                           f"server is back, {RESUME_HINT}")
+            return out
+        _close(spec, o, tracking_uri, exp_id, parent, out)
     return out
 
 
@@ -366,8 +396,13 @@ def _close(spec: StudySpec, o: RunOptions, tracking_uri: str, exp_id: str, paren
 def time_breakdown(phases: dict[str, float], trials) -> str:
     """Where the study's wall time went: the driver's phases, and the trials' summed time per phase (with what
     the trial phases do not cover: worker start-up, dataset loading, model building, Ray scheduling)."""
-    lines = ["where the time went: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s"
-                                                 for k, v in phases.items())]
+    def words(k: str) -> str:
+        return f"{k.removesuffix('_s').replace('_', ' ')} {phases[k]:.1f} s"
+
+    parts = [k for k in SETUP_PARTS if k in phases]
+    lines = ["where the time went: " + ", ".join(
+        f"{words(k)} ({' and '.join(words(p) for p in parts[:-1])} beside {words(parts[-1])})"
+        if k == SETUP and len(parts) == len(SETUP_PARTS) else words(k) for k in phases if k not in SETUP_PARTS)]
     cols = {k: f"time_{k}" for k in TRIAL_PHASE_LABELS if f"time_{k}" in trials}
     busy = float(trials.wall_time_s.fillna(0).sum()) if "wall_time_s" in trials else 0.0
     if cols and busy > 0:
