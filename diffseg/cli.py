@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .process import exit_now
+
 # command -> (module with main(argv), what it does)
 COMMANDS = {
     "study": ("diffseg.studies.cli", "run a study: Ray Tune trials tracked in MLflow, exported as Parquet"),
@@ -39,5 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     return module.main(argv[1:])
 
 
+def run() -> None:
+    """The console script: ``main`` then ``exit_now``."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Fingerprint a dataset: see ``diffseg.fingerprint.cli`` (``--help``)."""
 
-import sys
-
 from diffseg.fingerprint.cli import main
+from diffseg.process import exit_now
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

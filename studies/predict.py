@@ -1,9 +1,8 @@
 #!/usr/bin/env python
 """Segment a folder of images with a model a study logged to MLflow: see ``diffseg.studies.predict`` (``--help``)."""
 
-import sys
-
+from diffseg.process import exit_now
 from diffseg.studies.predict import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

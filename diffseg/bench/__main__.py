@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 
 from ..diffusion.targets import TARGETS
+from ..process import exit_now
 
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
            "quality": "quality", "speedups": "speedups", "study": "study", "threads": "threads", "cluster": "cluster",
@@ -52,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..process import exit_now
 from .check import check_dataset
 from .errors import DatasetError
 from .registry import dataset_names, with_label
@@ -53,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

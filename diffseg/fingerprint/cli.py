@@ -17,6 +17,7 @@ from pathlib import Path
 from ..data import DatasetError, PrepConfig
 from ..data.registry import dataset_names
 from ..diffusion import SCHEDULES
+from ..process import exit_now
 from .core import (
     FingerprintSpec,
     SplitSpec,
@@ -96,4 +97,4 @@ def _t(value, T: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..folder import StudyFolder, is_server
+from ..process import exit_now
 from .data import NoExports, StudyData, load_study
 from .html import render
 from .sections import build_sections
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

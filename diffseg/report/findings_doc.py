@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..experiments.kinds import MASK_ONLY
+from ..process import exit_now
 from . import findings
 from .data import NoExports, load_study
 from .sections import build_sections
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

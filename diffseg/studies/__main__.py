@@ -1,7 +1,6 @@
 """``python -m diffseg.studies``: the same command as its top-level script (``--help``)."""
 
-import sys
-
+from ..process import exit_now
 from .cli import main
 
-sys.exit(main())
+exit_now(main())

@@ -16,6 +16,7 @@ from ..data.registry import get_spec, with_label
 from ..experiments.kinds import BY_METRIC, SELECTION
 from ..experiments.result import FINISHED, status_summary
 from ..folder import StudyFolder
+from ..process import exit_now
 from ..registry import suggest
 from . import cost
 from .plan import describe_plan
@@ -303,4 +304,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

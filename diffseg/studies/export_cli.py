@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..folder import StudyFolder
+from ..process import exit_now
 from .export import export_study
 from .tracking import store_for
 
@@ -38,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -27,6 +27,7 @@ from ..diffusion import SAMPLERS
 from ..experiments.predictor import IncompatibleModel, Predictor
 from ..files import atomic_path
 from ..folder import StudyFolder
+from ..process import exit_now
 from .logged_models import MODEL_NAME, read_model_folder
 from .tracking import store_for
 
@@ -178,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

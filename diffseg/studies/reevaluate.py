@@ -25,6 +25,7 @@ from ..experiments.result import CURVES, FINAL_ENSEMBLE, FINISHED, RESULT_ARTIFA
 from ..experiments.train import Trial, load_checkpoint
 from ..files import atomic_write_text
 from ..folder import StudyFolder
+from ..process import exit_now
 from . import tracking
 from .export import _all_runs, _result, export_study, find_parent
 
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
