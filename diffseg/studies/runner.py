@@ -288,7 +288,12 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str) -> Study
         started = not ray.is_initialized()  # else a caller's Ray (a test session), left running
         cluster = start_ray(o.address)
         phases["ray_start_s"] = time.monotonic() - t
-        plan, exp_id, parent, env_tags = setup.result()
+        try:
+            plan, exp_id, parent, env_tags = setup.result()
+        except BaseException:
+            if started:  # a set-up that failed leaves no Ray of its own running
+                ray.shutdown()
+            raise
     phases[SETUP] = time.monotonic() - t0
     folder, points, n = o.folder, plan.points, plan.trials
     print(f"study {spec.name}: {n} trials, MLflow {tracking_uri} (parent run {parent})", flush=True)
