@@ -45,7 +45,7 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNIN
 LOCAL_RAY_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False, "worker_niceness": 0}
 RESUME_HINT = "continue with the same command and --resume"
 SETUP = "setup_s"  # the driver's set-up phase: its parts below ran on two threads at once
-SETUP_PARTS = ("prepare_s", "tracking_setup_s", "ray_start_s")
+SETUP_PARTS = PREPARE, TRACKING_SETUP, RAY_START = ("prepare_s", "tracking_setup_s", "ray_start_s")
 
 
 class StudyRefused(ValueError):
@@ -243,7 +243,7 @@ def _set_up(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phase
     t = time.monotonic()
     plan = make_plan(spec, plan.budget, folder, plan.datasets, plan.seeds, plan.data_root, plan.overrides,
                      plan.num_samples, write=True)
-    phases["prepare_s"] = time.monotonic() - t
+    phases[PREPARE] = time.monotonic() - t
     points, n = plan.points, plan.trials
     state_path = folder.state(spec.name)
     parent = json.loads(state_path.read_text())["parent_run_id"] if o.resume else None
@@ -265,7 +265,7 @@ def _set_up(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str, phase
                                               "experiment_id": exp_id}))
     if not o.resume:
         save_plan(folder, spec.name, spec.path, points)
-    phases["tracking_setup_s"] = time.monotonic() - t  # a new local store creates its schema here
+    phases[TRACKING_SETUP] = time.monotonic() - t  # a new local store creates its schema here
     return plan, exp_id, parent, env_tags
 
 
@@ -287,7 +287,7 @@ def _run(spec: StudySpec, plan: Plan, o: RunOptions, tracking_uri: str) -> Study
         t = time.monotonic()
         started = not ray.is_initialized()  # else a caller's Ray (a test session), left running
         cluster = start_ray(o.address)
-        phases["ray_start_s"] = time.monotonic() - t
+        phases[RAY_START] = time.monotonic() - t
         try:
             plan, exp_id, parent, env_tags = setup.result()
         except BaseException:
@@ -404,10 +404,11 @@ def time_breakdown(phases: dict[str, float], trials) -> str:
     def words(k: str) -> str:
         return f"{k.removesuffix('_s').replace('_', ' ')} {phases[k]:.1f} s"
 
-    parts = [k for k in SETUP_PARTS if k in phases]
-    lines = ["where the time went: " + ", ".join(
-        f"{words(k)} ({' and '.join(words(p) for p in parts[:-1])} beside {words(parts[-1])})"
-        if k == SETUP and len(parts) == len(SETUP_PARTS) else words(k) for k in phases if k not in SETUP_PARTS)]
+    def phase(k: str) -> str:  # SETUP is recorded once all its parts are
+        return (f"{words(k)} ({words(PREPARE)} and {words(TRACKING_SETUP)} beside {words(RAY_START)})"
+                if k == SETUP else words(k))
+
+    lines = ["where the time went: " + ", ".join(phase(k) for k in phases if k not in SETUP_PARTS)]
     cols = {k: f"time_{k}" for k in TRIAL_PHASE_LABELS if f"time_{k}" in trials}
     busy = float(trials.wall_time_s.fillna(0).sum()) if "wall_time_s" in trials else 0.0
     if cols and busy > 0:
