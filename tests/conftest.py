@@ -20,6 +20,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s parallel proce
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """The longest tests first, by ``slow(seconds=...)`` (each one's wall time in ``make test``), the rest in
+    collection order after them: with ``--dist load --maxschedchunk 1`` a test process takes the next test when
+    it is free (longest-processing-time-first), so the processes end together instead of one running a long test
+    alone at the end. xdist sends each of the n processes its first two tests at once: the first 2n are paired
+    longest with shortest, so no process starts with two of the longest."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("slow")
+        return mark.kwargs.get("seconds", 0) if mark else 0
+
+    items.sort(key=seconds, reverse=True)  # stable: equal ones keep their order
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0))  # set by xdist in the processes that collect
+    if n > 1 and len(items) >= 2 * n:
+        head = items[:2 * n]
+        items[:2 * n] = [t for i in range(n) for t in (head[i], head[2 * n - 1 - i])]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real samples; their absence is an error, not a skip (CI has them)."""

@@ -172,7 +172,7 @@ def _baseline_iou(dataset: str, resolution: int, limit: int) -> float:
     return float(np.mean(blur_otsu_iou(ds.images[idx], ds.masks[idx])))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=189)
 def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
     """E2 EnsemDiff and E1 must beat blur + Otsu clearly on a set where intensity does not define the foreground:
     synthetic-clusters (brown positive cells are foreground, blue negative cells of similar darkness are not).

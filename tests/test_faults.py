@@ -19,7 +19,6 @@ from diffseg.experiments.result import RESULT_ARTIFACT
 from tests.conftest import free_port, start_mlflow_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 STEPS = 40  # 40 steps of about 70 ms, a checkpoint every 10: long enough to interrupt, short enough for CI
 FIXED = ("{model.architecture: ensemdiff, model.base_channels: 8, model.channel_mult: [1, 2], data.resolution: 32, "
          f"train.steps: {STEPS}, train.val_every: 10, train.batch_size: 8, eval.ensemble: 2, eval.steps: 2, "
@@ -64,6 +63,7 @@ def children(client: MlflowClient, study: str):
     return parents, [r for r in runs if r.data.tags.get("diffseg.role") == "trial"]
 
 
+@pytest.mark.slow(seconds=119)
 def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     spec, out = study_file(tmp_path / "faults.yaml"), tmp_path / "runs"
     proc = start(spec, out)
@@ -127,6 +127,7 @@ def _server(root: Path, port: int) -> subprocess.Popen:
     return start_mlflow_server(root / "db.sqlite", root / "artifacts", port)
 
 
+@pytest.mark.slow(seconds=107)
 def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
     port, root = free_port(), tmp_path / "server"
     server = _server(root, port)
@@ -151,6 +152,7 @@ def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
         stop_server(server)
 
 
+@pytest.mark.slow(seconds=69)
 def test_two_studies_on_one_server_a_killed_worker_and_a_study_without_an_ok_trial(tmp_path):
     """Two studies log to one server at once: one loses its trial worker to kill -9 (retried from the checkpoint,
     ending bit-identical to a straight run), the other has no trial that finishes ok (exit 1)."""

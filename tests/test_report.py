@@ -49,10 +49,11 @@ def _check_in_browser(driver, html: Path, shots: Path) -> dict:
             "sections": [s.get_attribute("id") for s in sections]}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("study", "sections"), [
-    ("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration"}),
-    ("architectures", {"summary", "table1", "conditioning", "comparison", "calibration"}),
+    pytest.param("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration"},
+                 marks=pytest.mark.slow(seconds=71)),
+    pytest.param("architectures", {"summary", "table1", "conditioning", "comparison", "calibration"},
+                 marks=pytest.mark.slow(seconds=62)),
 ])
 def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_session, browser, artifacts_dir):
     ran = tmp_path / "ran"
@@ -111,7 +112,7 @@ def _hostile_labels_stay_text(runs, study, tmp_path, browser, artifacts_dir):
     assert HOSTILE in browser.find_element("tag name", "body").text, "the label is shown as text"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=71)
 def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_path, ray_session, browser,
                                                                            artifacts_dir):
     """The findings study end to end at a tiny size: E2 curves paired with the matching E3 trial, the training-free
