@@ -51,9 +51,8 @@ lint: $(STAMP)
 
 # Test processes (pytest-xdist): most end-to-end tests wait on servers, Ray and subprocess drivers, so more
 # processes than cores overlap the waits; each process runs torch on one thread (tests/conftest.py). The longest
-# tests start first and each process takes one test at a time (--dist load --maxschedchunk 1, tests/conftest.py).
-# Measured: the suite is CPU-bound (0-3 % idle); in one sitting, pytest took 453 s with work stealing in collection
-# order (one process ran alone for the last 48 s) and 432 s longest first (the three ended within 7 s).
+# tests start first and each process takes one test at a time (--dist load --maxschedchunk 1, tests/conftest.py);
+# what that gained is measured in the README's Development section.
 TEST_WORKERS ?= 3
 
 test: $(STAMP) browser

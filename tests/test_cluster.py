@@ -9,7 +9,7 @@ from diffseg.bench import cluster
 
 @pytest.mark.slow(seconds=167)
 def test_a_study_survives_a_lost_node_and_a_lost_driver():
-    r = cluster.run(steps=200)  # half the benchmark's trials: still killed mid-trial (at step >= 60 of 200)
+    r = cluster.run(steps=200)  # half the benchmark's trials: still killed mid-trial (at KILL_AT_STEP of 200)
     n, d = r["node_loss"], r["driver_loss"]
     assert n["rc"] == 0 and d["rc"] == 0, r.get("logs")
     assert r["nodes"] == 3 and r["node_killed"] and d["driver_killed"]

@@ -46,9 +46,10 @@ budgets:
           eval.val_max_images: 3}
 """
 STEPS = 400
+KILL_AT_STEP = 60  # a node (then a driver) is killed once a trial has logged this step: past its first checkpoint (40)
 # batch 2 (the smoke budget's is 8): a step of this model takes 25 ms here instead of 56 ms, and training steps were
-# 82 % of the trials' time; what is checked (node loss, exactly once) does not depend on it, and a kill at step 60
-# still leaves 140 of the test's 200 steps (3.5 s alone) to run
+# 82 % of the trials' time; what is checked (node loss, exactly once) does not depend on it, and the kill at
+# KILL_AT_STEP still leaves 140 of the test's 200 steps (3.5 s alone) to run
 PROXY_SCHEME = "mlflow-artifacts:"  # an artifact URI the tracking server serves
 
 
@@ -156,7 +157,7 @@ def run(steps: int = STEPS) -> dict:
             out = tmp / "node_loss"
             driver = _driver(spec, out, address(cluster), uri)
             victim = _wait(lambda: next((p for p in _progress(client, spec.stem)
-                                         if p[1] in worker_ids and p[2] >= 60), None), 600, driver)
+                                         if p[1] in worker_ids and p[2] >= KILL_AT_STEP), None), 600, driver)
             if victim:
                 cluster.remove_node(worker_ids[victim[1]], allow_graceful=False)
             rc = driver.wait(timeout=900)
@@ -169,7 +170,7 @@ def run(steps: int = STEPS) -> dict:
             spec2.write_text(spec.read_text())
             out2 = tmp / "driver_loss"
             driver = _driver(spec2, out2, address(cluster), uri)
-            seen = _wait(lambda: any(p[2] >= 60 for p in _progress(client, spec2.stem)), 600, driver)
+            seen = _wait(lambda: any(p[2] >= KILL_AT_STEP for p in _progress(client, spec2.stem)), 600, driver)
             if driver.poll() is None:
                 os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=60)
