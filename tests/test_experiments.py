@@ -161,26 +161,29 @@ def test_medsegdiff_aux_head_adds_its_loss():
 
 
 def _baseline_iou(dataset: str, resolution: int, limit: int) -> float:
-    """Blur + Otsu on the same test images the trial is evaluated on (computed here, not a stored number)."""
+    """The stronger training-free baseline (blur + Otsu, all foreground) on the same test images the trial is
+    evaluated on (computed here, not a stored number)."""
     import numpy as np
 
     from diffseg.data import PrepConfig, load_dataset
-    from diffseg.metrics import blur_otsu_iou
+    from diffseg.metrics import TRAINING_FREE
 
     ds = load_dataset(dataset, PrepConfig(resolution))
     idx = ds.splits()["test"][:limit]
-    return float(np.mean(blur_otsu_iou(ds.images[idx], ds.masks[idx])))
+    return max(float(np.mean(iou_of(ds.images[idx], ds.masks[idx]))) for iou_of in TRAINING_FREE.values())
 
 
 @pytest.mark.slow(seconds=189)
 def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
-    """E2 EnsemDiff and E1 must beat blur + Otsu clearly on a set where intensity does not define the foreground:
+    """E2 EnsemDiff and E1 must beat the stronger training-free baseline (here blur + Otsu; all foreground 0.02)
+    clearly on a set where intensity does not define the foreground:
     synthetic-clusters (brown positive cells are foreground, blue negative cells of similar darkness are not).
     On synthetic-blob the same baseline already scores about 0.97, so a model's IoU there proves nothing."""
     from diffseg.budgets import budget_overlay
 
-    numbers = {"baseline_blur_otsu": {d: _baseline_iou(d, 48, 32) for d in ("synthetic-clusters", "synthetic-blob")}}
-    assert numbers["baseline_blur_otsu"]["synthetic-blob"] >= 0.9  # the baseline works where intensity suffices
+    numbers = {"baseline_training_free": {d: _baseline_iou(d, 48, 32)
+                                          for d in ("synthetic-clusters", "synthetic-blob")}}
+    assert numbers["baseline_training_free"]["synthetic-blob"] >= 0.9  # the baseline works where intensity suffices
     # 48 px; E2 200 steps, E1 100 (E1 converges faster): measured IoU 0.45 / 0.63 against the baseline's 0.16
     # (0.53 / 0.74 at 300 / 150 steps, which cost the suite a minute more)
     for experiment, steps in (("e2", 200), ("e1", 100)):
@@ -191,7 +194,7 @@ def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
         numbers[experiment] = {"test_iou": r.metrics["test_iou"], "test_ece": r.metrics["test_ece"],
                                "train_time_s": r.train_time_s, "steps": r.step}
     (artifacts_dir / "learning_check.json").write_text(json.dumps(numbers, indent=2))
-    base = numbers["baseline_blur_otsu"]["synthetic-clusters"]
+    base = numbers["baseline_training_free"]["synthetic-clusters"]
     assert base < 0.3, numbers
     assert numbers["e2"]["test_iou"] >= base + 0.15, numbers
     assert numbers["e1"]["test_iou"] >= base + 0.15, numbers

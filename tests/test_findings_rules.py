@@ -45,3 +45,20 @@ def test_three_cases_cannot_reach_p_below_005():
     r = findings.calibration(_study(+0.03, tiles=3)).iloc[0]
     assert r["n cases"] == 3 and float(r["smallest p at n"]) == 0.25
     assert r["verdict"].startswith("too few cases to decide")
+
+
+def test_the_baseline_verdict_uses_the_stronger_training_free_baseline_and_goes_either_way():
+    """Kvasir-SEG's case: polyps are not darker, blur + Otsu scores 0.03 and all foreground 0.15; a model at
+    0.16 +- 0.02 over seeds beats the first but not the second, one at 0.45 beats both."""
+    d = _study(0.0)
+    d.trials = d.trials.assign(test_iou=np.where(d.trials.arm == "e1", [0.44, 0.45, 0.46] * 2, [0.14, 0.16, 0.18] * 2))
+    rows = [{"dataset": "d", "method": m, "test_images": 120, "test_cases": 120, "iou": iou}
+            for m, iou in (("blur_otsu", 0.031), ("all_foreground", 0.153))]
+    d.baselines = pd.DataFrame(rows)
+    t = findings.training_free_baseline(d).set_index("model")
+    assert set(t.baseline) == {"all_foreground"} and set(t["baseline IoU"]) == {0.153}
+    assert t.loc["ensemdiff E1 (e1)", "beats the baseline"].startswith("yes")
+    assert t.loc["ensemdiff E2 (e2_v)", "beats the baseline"] == "no"
+    d.baselines = pd.DataFrame(rows[:1])  # an export from before all foreground was a baseline: blur + Otsu only
+    assert findings.training_free_baseline(d).set_index("model").loc["ensemdiff E2 (e2_v)", "beats the baseline"] \
+        .startswith("yes")

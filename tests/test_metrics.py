@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from diffseg.masks import SOFT, ensemble_summary, foreground, member_diagnostics, member_probs, to_signed
 from diffseg.metrics import (
+    TRAINING_FREE,
     adaptive_ece,
     auroc,
     brier,
@@ -30,6 +31,26 @@ def test_iou_dice_known_values_and_empty_convention():
     # image 2: both empty
     torch.testing.assert_close(iou(p, g), torch.tensor([4 / 12, 0.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(dice(p, g), torch.tensor([8 / 16, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_training_free_baselines_agree_with_iou_of_their_masks():
+    """Each baseline's IoU is ``iou`` of the mask it predicts: all foreground scores the foreground fraction (an
+    empty mask 0), blur + Otsu takes the darker side (a dark square on a bright image: 1; bright on dark: 0)."""
+    import numpy as np
+
+    masks = np.zeros((3, 8, 8), np.uint8)
+    masks[0, :2] = 1  # 25 % foreground
+    masks[1, 2:6, 2:6] = 1  # the dark square below
+    images = np.full((3, 8, 8, 3), 220, np.uint8)
+    images[1, 2:6, 2:6] = 20
+    images[2] = 20
+    images[2, 2:6, 2:6] = 220
+    masks[2, 2:6, 2:6] = 1  # a bright foreground: Otsu's dark side misses it
+    assert set(TRAINING_FREE) == {"blur_otsu", "all_foreground"}
+    assert TRAINING_FREE["all_foreground"](images, masks) == pytest.approx([0.25, 16 / 64, 16 / 64])
+    assert TRAINING_FREE["all_foreground"](images[:1], np.zeros((1, 8, 8))) == [0.0]
+    otsu = TRAINING_FREE["blur_otsu"](images, masks)
+    assert otsu[1] > 0.5 and otsu[2] == 0.0
 
 
 def test_ece_matches_torchmetrics():

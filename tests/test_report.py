@@ -139,6 +139,11 @@ def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_
     assert doc_main(["--runs", str(runs), "--out", str(tmp_path / "doc")]) == 0
     text = (tmp_path / "doc" / "findings.md").read_text()
     assert "(n=2)" in text and "(b) mask error with the image" in text and "(c) fingerprints" in text
+    from diffseg.metrics import TRAINING_FREE
+
+    bases = pd.read_parquet(runs / "exports" / "findings" / "baselines.parquet")  # every one, on the same images
+    assert sorted(bases.method) == sorted(TRAINING_FREE) and bases.test_images.nunique() == 1
+    assert f"| {bases.loc[bases.iou.idxmax(), 'method']} " in text.split("the stronger training-free baseline")[1]
     assert "## weighting_schedules\n\n_not run" in text
     assert list((tmp_path / "doc").glob("findings_training_loss_over_t.png"))
 

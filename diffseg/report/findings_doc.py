@@ -51,7 +51,8 @@ def write_findings(runs: Path, out: Path, studies: tuple[str, ...] = STUDIES) ->
                   if (d.ok_trials().experiment == MASK_ONLY).any() else pd.DataFrame(),
                   "(d) calibration: feed-forward (E1) vs diffusion (E2), vote-fraction ECE, n = test cases":
                   findings.calibration(d),
-                  "training-free baseline (blur + Otsu) vs the models": findings.training_free_baseline(d),
+                  "the stronger training-free baseline (blur + Otsu, all foreground) vs the models":
+                  findings.training_free_baseline(d),
                   "(e) arm ranks (by validation; test metrics beside)":
                   findings.arm_ranks(d).drop(columns="runs", errors="ignore")
                   if d.ok_trials().arm.nunique() > 1 and study not in ("findings", "fingerprints") else pd.DataFrame()}

@@ -1,9 +1,9 @@
 """The export tables that need the datasets, computed once by the study's export so that the report reads
 exports only: ``fingerprints`` (per dataset the training-free fingerprint of its train + val masks at the
 settings of its E3 trials, else of its first trial; and, where E3 trials exist, that of exactly the test masks
-their curves were measured on) and ``baselines`` (blur + Otsu on exactly the test images the segmenting trials
-were evaluated on). A dataset that cannot be read now, or whose hash differs from the one its trials recorded,
-is left out with a note."""
+their curves were measured on) and ``baselines`` (each training-free baseline of ``metrics.TRAINING_FREE`` on
+exactly the test images the segmenting trials were evaluated on). A dataset that cannot be read now, or whose
+hash differs from the one its trials recorded, is left out with a note."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from ..fingerprint import fingerprint_masks, load_or_compute, spec_for_trial
 from ..folder import StudyFolder
 
 TRAIN_VAL, TEST = "train+val", "test"  # the masks a fingerprint row was computed from (``masks_from``)
-BLUR_OTSU = "blur_otsu"
 
 
 def trial_config(row: pd.Series, config_curves: pd.DataFrame | None = None) -> TrialConfig:
@@ -54,7 +53,7 @@ def _row(ds: str, masks_from: str, cfg: TrialConfig, fp: dict, n: int, dataset_h
 def dataset_tables(trials: pd.DataFrame, config_curves: pd.DataFrame, folder: StudyFolder,
                    hashes: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(fingerprints rows, baselines rows, notes) for the datasets of the finished trials."""
-    from ..metrics import blur_otsu_iou
+    from ..metrics import TRAINING_FREE
 
     ok = trials[trials.status.isin(FINISHED)] if len(trials) else trials
     fps, bases, notes = [], [], []
@@ -79,7 +78,8 @@ def dataset_tables(trials: pd.DataFrame, config_curves: pd.DataFrame, folder: St
         if len(seg):
             scfg = trial_config(seg.iloc[0], config_curves)
             data, idx = eval_subset(scfg, folder, scfg.eval.test_max_images)
-            bases.append({"dataset": ds, "method": BLUR_OTSU, "test_images": len(idx),
-                          "test_cases": len(set(np.asarray(data.case_ids)[idx])),
-                          "iou": float(np.mean(blur_otsu_iou(data.images[idx], data.masks[idx])))})
+            bases += [{"dataset": ds, "method": method, "test_images": len(idx),
+                       "test_cases": len(set(np.asarray(data.case_ids)[idx])),
+                       "iou": float(np.mean(iou_of(data.images[idx], data.masks[idx])))}
+                      for method, iou_of in TRAINING_FREE.items()]
     return pd.DataFrame(fps), pd.DataFrame(bases), notes
