@@ -55,6 +55,7 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
     and on the interval; one 0.5 IoU point lower on average but spread +-3 points per image reaches it on the point
     only; one 5 points lower reaches neither; one equal at 10x fewer evaluations is not cheap enough."""
     import numpy as np
+    import pytest
 
     from diffseg.bench import quality
 
@@ -67,16 +68,30 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
                 "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
                 "per_image": {"iou": (iou + d_iou).tolist(), "ece": ece.tolist()}}
 
-    result = {"dataset": "d", "target": "eps", "resolution": 32, "train_s": 1.0,
+    result = {"dataset": "d", "target": "eps", "resolution": 32, "train_steps": 600, "train_s": 1.0,
               "rows": [row("ddpm", 1000, 0.0), row("same", 10, 0.0), row("noisy", 10, spread), row("worse", 10, -0.05),
-                       row("slow", 100, 0.0)]}
+                       row("slow", 100, 0.0)],
+              "baseline": {"blur_otsu": (iou - 0.3).tolist(), "all_foreground": (iou - 0.2).tolist()}}
     c = quality.compare(result)
     by = {s["sampler"]: (s["meets_goal"], s["meets_goal_ci"]) for s in c["settings"]}
     assert by == {"same": (True, True), "noisy": (True, False), "worse": (False, False), "slow": (False, False)}
+    assert c["baseline"]["reference_beats_it"] and c["baseline"]["ci"][0] == pytest.approx(20.0)  # the stronger
+    assert c["baseline"]["method"] == "all_foreground" and list(c["baseline"]["others"]) == ["blur_otsu"]
     d = quality.summary([c])["d"]
-    assert d["reached"] and d["reached_ci"] and d["by_ci"] == ["eps/same-10"]
+    assert d["reached"] and d["reached_ci"] and d["by_ci"] == ["eps/same-10"] and d["not_learned"] == []
     assert "reached True" in quality.table({"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1,
                                             "results": [c], "per_dataset": {"d": d}})
+    # the same agreement where the reference does not beat the training-free baseline is not counted: a few-step
+    # ensemble that fails like DDPM-1000 fails says nothing of the sampler
+    for base in (iou, iou + spread):  # equal to the reference; better on some images, worse on others
+        failed = quality.compare({**result, "baseline": {"blur_otsu": base.tolist(), "all_foreground": [0.0] * 16}})
+        assert [s["meets_goal_ci"] for s in failed["settings"]] == [True, False, False, False]
+        assert not failed["baseline"]["reference_beats_it"]
+        d = quality.summary([failed])["d"]
+        assert (d["reached"], d["reached_ci"], d["closest"], d["not_learned"]) == (False, False, None, ["eps"])
+        assert "not learned (not counted): eps" in quality.table(
+            {"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1, "results": [failed],
+             "per_dataset": {"d": d}})
 
 
 def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_spread_is_measured_against_it(
@@ -101,7 +116,8 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                 "model_evaluations": steps * 10 * 400, "wall_s": 1.0,
                 "per_image": {"iou": (iou + d_iou).tolist(), "ece": [0.05] * 400}}
 
-    result = {"dataset": "d", "target": "v", "resolution": 32, "train_s": 1.0, "redraw": row("ddpm", 1000, noise),
+    result = {"dataset": "d", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+              "redraw": row("ddpm", 1000, noise), "baseline": {"blur_otsu": [0.0] * 400},
               "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, noise), row("real", 10, noise + real),
                        row("shared", 10, np.sqrt(0.5) * noise)]}
     c = quality.compare(result)
@@ -119,9 +135,25 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     monkeypatch.setattr(quality, "_trained", lambda *a: None)
     monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, real))
     with pytest.raises(RuntimeError, match="do not reproduce the cached DDPM-10 row"):
-        quality.add_redraw(result, 400, 32)
+        quality.add_redraw(result, 400, {"data.resolution": 32})
     monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, noise))
-    assert quality.add_redraw(result, 400, 32)["redraw"]["steps"] == 1000
+    assert quality.add_redraw(result, 400, {"data.resolution": 32})["redraw"]["steps"] == 1000
+
+
+def test_quality_baseline_is_added_on_the_cached_results_test_images_or_refused():
+    """A cached result gets the training-free baselines on its own test images (synthetic-blob: intensity alone
+    segments it, about 0.97 IoU; all foreground scores the blob's area); a cache whose image count differs is
+    refused, not paired with other images."""
+    import pytest
+
+    from diffseg.bench import quality
+
+    cached = {"dataset": "synthetic-blob", "target": "v", "rows": [{"per_image": {"iou": [0.5] * 6}}]}
+    b = quality.add_baseline(cached, 6, {"data.resolution": 32})["baseline"]
+    assert set(b) == {"blur_otsu", "all_foreground"} and len(b["blur_otsu"]) == len(b["all_foreground"]) == 6
+    assert min(b["blur_otsu"]) > 0.8 and max(b["all_foreground"]) < 0.5
+    with pytest.raises(RuntimeError, match="not the cached result's"):
+        quality.add_baseline(cached, 5, {"data.resolution": 32})
 
 
 def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():

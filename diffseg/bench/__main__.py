@@ -19,7 +19,7 @@ ALL = ("data", "models", "sampling", "fingerprint", "quality", "study", "threads
 def _bench_args(name: str, args) -> dict:
     """The options a benchmark takes, those given only."""
     given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images,
-                         "resolution": args.resolution, "cache": args.cache},
+                         "resolution": args.resolution, "train_steps": args.train_steps, "cache": args.cache},
              "study": {"repeat": args.repeat}, "threads": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality: only these prediction targets (repeatable)")
     parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="quality: training steps instead of the cpu budget's")
     parser.add_argument("--repeat", type=int, default=None,
                         help="study, threads: runs (of the study/loop pair; of each placement), the medians reported "
                              "(default 3)")

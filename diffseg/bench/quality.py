@@ -8,7 +8,10 @@ the smallest IoU difference the n images detect (``metrics.cases.resolution``: a
 
 Goal (issue 24): within 1 IoU point and 0.01 ECE of DDPM-1000 at >= 50x fewer model evaluations. ``reached`` per
 dataset: some (target, sampler, steps) meets it on the point estimates; ``reached_ci``: its whole interval lies
-within the tolerance (an equivalence test; with 16 images it needs a small per-image spread).
+within the tolerance (an equivalence test; with 16 images it needs a small per-image spread). Both count only
+where the model learned something: the reference must beat the stronger training-free baseline (blur + Otsu, all
+foreground: ``metrics.TRAINING_FREE``) on the same test images (the lower bound of the paired per-image interval
+above 0), or agreement with it is one failure agreeing with another.
 The noise floor: the reference drawn a second time from other noise (``redraw``). Its per-image differences are
 two independent ensembles' Monte-Carlo noise alone: their mean is how far the reference reproduces itself, their SD
 / sqrt(2) the noise of one ensemble per image. Every setting draws from the reference's seed (common random numbers:
@@ -17,7 +20,8 @@ setting's differences / variance of the redraw's) is below 1 where a setting tra
 fresh draw of the reference itself does, and above 1 where it differs by more than sampling noise.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
 JSON file and reuses it on the next run (a long run continued; a cached result without the redraw gets it, from
-weights retrained and checked to reproduce the cached DDPM-10 row image by image).
+weights retrained and checked to reproduce the cached DDPM-10 row image by image; one without the baseline gets it
+from the test images alone). ``--resolution`` and ``--train-steps`` replace the cpu budget's.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.evaluate import per_image_metrics
+from ..metrics import TRAINING_FREE
 from ..metrics.cases import case_interval, resolution
 
 DATASETS = ("isic2017", "kvasir_seg", "synthetic-clusters", "ihc_her2like")
@@ -46,11 +51,20 @@ MEMBERS, IMAGES = 10, 16
 DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
 
 
-def _trained(dataset: str, target: str, out: str, images: int, resolution: int | None) -> Trial:
-    scale = {} if resolution is None else {"data.resolution": resolution}
-    cfg = TrialConfig.from_dict({**budget_overlay("cpu", dataset), **scale, "data.dataset": dataset,
-                                 "diffusion.target": target, "eval.ensemble": MEMBERS, "eval.test_max_images": images,
-                                 "eval.curve_points": 2, "output_dir": out})
+def scale_overrides(resolution: int | None = None, train_steps: int | None = None) -> dict:
+    """The cpu budget's resolution and training steps, replaced where given (dotted TrialConfig keys)."""
+    given = {"data.resolution": resolution, "train.steps": train_steps}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _config(dataset: str, target: str, out: str, images: int, scale: dict) -> TrialConfig:
+    return TrialConfig.from_dict({**budget_overlay("cpu", dataset), **scale, "data.dataset": dataset,
+                                  "diffusion.target": target, "eval.ensemble": MEMBERS, "eval.test_max_images": images,
+                                  "eval.curve_points": 2, "output_dir": out})
+
+
+def _trained(dataset: str, target: str, out: str, images: int, scale: dict) -> Trial:
+    cfg = _config(dataset, target, out, images, scale)
     train_trial(cfg)
     trial = Trial(cfg)
     trial.load_state(torch.load(f"{out}/checkpoint/state.pt", weights_only=True))
@@ -75,24 +89,42 @@ def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int, seed: in
             "wall_s": wall, "per_image": {"iou": [r["iou"] for r in rows], "ece": [r["ece"] for r in rows]}}
 
 
-def measure(dataset: str, target: str, images: int = IMAGES, resolution: int | None = None) -> dict:
+def baseline(trial: Trial) -> dict:
+    """Each training-free baseline's IoU (``metrics.TRAINING_FREE``) per image, on the test images every setting
+    is evaluated on."""
+    idx, _, _ = trial._split_tensors("test", trial.cfg.eval.test_max_images)
+    return {method: iou_of(trial.ds.images[idx], trial.ds.masks[idx]) for method, iou_of in TRAINING_FREE.items()}
+
+
+def add_baseline(result: dict, images: int, scale: dict) -> dict:
+    """A cached result without the baseline gets it (training-free: the test images only, no weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        b = baseline(Trial(_config(result["dataset"], result["target"], tmp, images, scale)))
+    if any(len(v) != len(result["rows"][0]["per_image"]["iou"]) for v in b.values()):
+        raise RuntimeError(f"{result['dataset']}/{result['target']}: the baseline's test images are not the cached "
+                           "result's; run it again without the cache")
+    return {**result, "baseline": b}
+
+
+def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        trial = _trained(dataset, target, tmp, images, resolution)
+        trial = _trained(dataset, target, tmp, images, scale or {})
         train_s = time.perf_counter() - t0
         rows = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS]
         redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED)
-    return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution, "train_s": train_s,
-            "rows": rows, "redraw": redraw}
+    return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution,
+            "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
+            "baseline": baseline(trial)}
 
 
-def add_redraw(result: dict, images: int, resolution: int | None) -> dict:
+def add_redraw(result: dict, images: int, scale: dict) -> dict:
     """A cached result without the reference's second draw gets it: the weights are trained again with the same
     config and must reproduce the cached DDPM-10 row image by image first, or the redraw would measure another
     model."""
     check = next(r for r in result["rows"] if (r["sampler"], r["steps"]) == ("ddpm", 10))
     with tempfile.TemporaryDirectory() as tmp:
-        trial = _trained(result["dataset"], result["target"], tmp, images, resolution)
+        trial = _trained(result["dataset"], result["target"], tmp, images, scale)
         again = evaluate(trial, "ddpm", None, 10)
         gap = float(np.max(np.abs(np.subtract(again["per_image"]["iou"], check["per_image"]["iou"]))))
         if gap > 1e-6:
@@ -141,9 +173,16 @@ def compare(result: dict) -> dict:
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
+    method, base = max(result["baseline"].items(), key=lambda kv: np.mean(kv[1]))  # the stronger baseline
+    learned = 100 * (np.asarray(ref["per_image"]["iou"]) - base)
+    lo, hi, _ = case_interval(learned)
     out = {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
-           "train_s": result["train_s"],
-           "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None}
+           "train_steps": result["train_steps"], "train_s": result["train_s"],
+           "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None,
+           "baseline": {"method": method, "iou": float(np.mean(base)),
+                        "others": {m: float(np.mean(v)) for m, v in result["baseline"].items() if m != method},
+                        "reference_points_vs_baseline": float(learned.mean()), "ci": [lo, hi],
+                        "reference_beats_it": bool(lo > 0)}}
     if floor:
         out["noise_floor"] = {"iou": floor["iou"], "ece": floor["ece"], "wall_s": floor["wall_s"],
                               "iou_points_vs_ref": float(floor_iou.mean()),
@@ -156,11 +195,17 @@ def compare(result: dict) -> dict:
 
 def summary(compared: list[dict]) -> dict:
     """Per dataset: ``reached`` / ``reached_ci`` and the settings that reach it, and the closest setting at >= 50x
-    fewer evaluations (the smallest |IoU gap|): the best trade-off where none reaches the goal."""
+    fewer evaluations (the smallest |IoU gap|): the best trade-off where none reaches the goal. Only a (dataset,
+    target) whose reference beats the training-free baseline (the lower bound of its paired interval above 0)
+    counts: where the model learned nothing, a few-step ensemble agrees with DDPM-1000 as one failure with
+    another, and that says nothing of the samplers (``not_learned`` lists those targets)."""
     out = {}
     for c in compared:
         d = out.setdefault(c["dataset"], {"reached": False, "reached_ci": False, "by": [], "by_ci": [],
-                                          "closest": None})
+                                          "closest": None, "not_learned": []})
+        if not c["baseline"]["reference_beats_it"]:
+            d["not_learned"].append(c["target"])
+            continue
         for s in c["settings"]:
             label = f"{c['target']}/{s['sampler']}-{s['steps']}"
             d["by"] += [label] if s["meets_goal"] else []
@@ -182,22 +227,30 @@ def _save(path: Path, result: dict) -> None:
     tmp.replace(path)
 
 
+def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None) -> str:
+    steps = f"-{train_steps}steps" if train_steps else ""
+    return f"{dataset}-{target}-{resolution or 'cpu'}px-{images}img{steps}.json"
+
+
 def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
-        resolution: int | None = None) -> dict:
-    """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores)."""
-    results = []
+        resolution: int | None = None, train_steps: int | None = None) -> dict:
+    """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores),
+    ``train_steps`` its training steps (for a set the model does not learn in them)."""
+    scale, results = scale_overrides(resolution, train_steps), []
     for ds in datasets:
         for target in targets:
-            name = f"{ds}-{target}-{resolution or 'cpu'}px-{images}img.json"
-            path = Path(cache) / name if cache else None
+            path = Path(cache) / cache_name(ds, target, images, resolution, train_steps) if cache else None
             if path is not None and path.exists():
                 r = json.loads(path.read_text())
                 if "redraw" not in r:
-                    r = add_redraw(r, images, resolution)
+                    r = add_redraw(r, images, scale)
                     _save(path, r)
-                results.append(r)
+                if "baseline" not in r:
+                    r = add_baseline(r, images, scale)
+                    _save(path, r)
+                results.append({"train_steps": budget_overlay("cpu", ds)["train.steps"], **r})  # older files: cpu's
                 continue
-            r = measure(ds, target, images, resolution)
+            r = measure(ds, target, images, scale)
             if path is not None:
                 _save(path, r)
             results.append(r)
@@ -214,8 +267,13 @@ def table(r: dict) -> str:
              f"{g['ece']} ECE of DDPM-1000 at >= {g['fewer_evaluations']}x fewer model evaluations"]
     for c in r["results"]:
         ref = c["reference"]
-        lines.append(f"  {c['dataset']} / {c['target']}: DDPM-1000 IoU {ref['iou']:.3f} ECE {ref['ece']:.3f} "
-                     f"({ref['wall_s']:.0f} s; n = {c['n_images']} images)")
+        b = c["baseline"]
+        lines.append(f"  {c['dataset']} / {c['target']} ({c['train_steps']} training steps): DDPM-1000 IoU "
+                     f"{ref['iou']:.3f} ECE {ref['ece']:.3f} ({ref['wall_s']:.0f} s; n = {c['n_images']} images); "
+                     f"training-free {b['method']} IoU {b['iou']:.3f} (the stronger; "
+                     f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "
+                     f"{b['reference_points_vs_baseline']:+.2f} pt [{b['ci'][0]:+.2f},{b['ci'][1]:+.2f}]"
+                     f"{'' if b['reference_beats_it'] else ': does not beat it, not counted'}")
         if nf := c["noise_floor"]:
             lines.append(f"    noise floor, DDPM-1000 drawn again: IoU {nf['iou']:.3f} "
                          f"({nf['iou_points_vs_ref']:+.2f} pt [{nf['iou_points_ci'][0]:+.2f},"
@@ -236,8 +294,9 @@ def table(r: dict) -> str:
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
     for ds, d in r["per_dataset"].items():
         closest = d["closest"] or {}
+        unlearned = f"; not learned (not counted): {', '.join(d['not_learned'])}" if d["not_learned"] else ""
         lines.append(f"  {ds}: reached {d['reached']} ({', '.join(d['by']) or '-'}), on the interval "
                      f"{d['reached_ci']} ({', '.join(d['by_ci']) or '-'}); closest at >= {g['fewer_evaluations']}x: "
                      f"{closest.get('setting', '-')} ({closest.get('iou_points_vs_ref', float('nan')):+.2f} IoU pt, "
-                     f"{closest.get('ece_vs_ref', float('nan')):+.3f} ECE)")
+                     f"{closest.get('ece_vs_ref', float('nan')):+.3f} ECE){unlearned}")
     return "\n".join(lines)
