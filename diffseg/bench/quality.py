@@ -293,10 +293,11 @@ def table(r: dict) -> str:
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
     for ds, d in r["per_dataset"].items():
-        closest = d["closest"] or {}
+        c = d["closest"]
+        closest = (f"{c['setting']} ({c['iou_points_vs_ref']:+.2f} IoU pt, {c['ece_vs_ref']:+.3f} ECE)" if c else
+                   "none counted")
         unlearned = f"; not learned (not counted): {', '.join(d['not_learned'])}" if d["not_learned"] else ""
         lines.append(f"  {ds}: reached {d['reached']} ({', '.join(d['by']) or '-'}), on the interval "
                      f"{d['reached_ci']} ({', '.join(d['by_ci']) or '-'}); closest at >= {g['fewer_evaluations']}x: "
-                     f"{closest.get('setting', '-')} ({closest.get('iou_points_vs_ref', float('nan')):+.2f} IoU pt, "
-                     f"{closest.get('ece_vs_ref', float('nan')):+.3f} ECE){unlearned}")
+                     f"{closest}{unlearned}")
     return "\n".join(lines)
