@@ -39,7 +39,7 @@ from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.evaluate import per_image_metrics
-from ..metrics import TRAINING_FREE
+from ..metrics import TRAINING_FREE, stronger
 from ..metrics.cases import case_interval, resolution
 
 DATASETS = ("isic2017", "kvasir_seg", "synthetic-clusters", "ihc_her2like")
@@ -173,7 +173,8 @@ def compare(result: dict) -> dict:
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
-    method, base = max(result["baseline"].items(), key=lambda kv: np.mean(kv[1]))  # the stronger baseline
+    method = stronger({m: float(np.mean(v)) for m, v in result["baseline"].items()})
+    base = result["baseline"][method]
     learned = 100 * (np.asarray(ref["per_image"]["iou"]) - base)
     lo, hi, _ = case_interval(learned)
     out = {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],

@@ -1,6 +1,6 @@
 """Segmentation, calibration, sample-set and uncertainty metrics, batched in torch."""
 
-from .baselines import TRAINING_FREE, all_foreground_iou, blur_otsu, blur_otsu_iou
+from .baselines import TRAINING_FREE, all_foreground_iou, blur_otsu, blur_otsu_iou, stronger
 from .calibration import adaptive_ece, brier, ece, nll, reliability_table
 from .intervals import fmt_ci, mean_ci
 from .overlap import dice, iou
@@ -25,5 +25,6 @@ __all__ = [
     "nll",
     "pairwise_iou",
     "reliability_table",
+    "stronger",
     "uncertainty_auroc",
 ]

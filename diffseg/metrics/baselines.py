@@ -8,7 +8,7 @@ use). A learned model that does not beat the stronger of them has not shown that
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from skimage.color import rgb2gray
@@ -42,3 +42,8 @@ def all_foreground_iou(images, masks) -> list[float]:
 
 TRAINING_FREE: dict[str, Callable[..., list[float]]] = {"blur_otsu": blur_otsu_iou,
                                                          "all_foreground": all_foreground_iou}
+
+
+def stronger(mean_iou: Mapping[str, float]) -> str:
+    """The baseline a model must beat: of the methods given with their mean IoU on the same images, the higher."""
+    return max(mean_iou, key=mean_iou.__getitem__)

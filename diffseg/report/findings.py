@@ -35,7 +35,7 @@ from ..experiments.result import MASK_ERROR, TRAIN_LOSS
 from ..experiments.selection import best_trials, rank_arms
 from ..fingerprint import trained_agreement
 from ..folder import StudyFolder
-from ..metrics import fmt_ci, mean_ci
+from ..metrics import fmt_ci, mean_ci, stronger
 from ..metrics.cases import case_means, fmt_cases, paired_case_differences, summarise_cases
 from ..studies.schema import read
 
@@ -272,8 +272,8 @@ def training_free_baseline(d) -> pd.DataFrame:
     t = d.ok_trials()
     t = t[t.experiment.isin(SEGMENTING)]
     rows = []
-    strongest = d.baselines.sort_values("iou").groupby("dataset").tail(1) if len(d.baselines) else d.baselines
-    for b in strongest.sort_values("dataset").itertuples():
+    for _, bases in d.baselines.groupby("dataset") if len(d.baselines) else []:
+        b = bases.set_index("method", drop=False).loc[stronger(dict(zip(bases.method, bases.iou, strict=True)))]
         for (arch, exp, arm), trials in t[t.dataset == b.dataset].groupby(["architecture", "experiment", "arm"]):
             _, lo, _, n = mean_ci(trials.test_iou)
             rows.append({"dataset": b.dataset, "test images": b.test_images, "baseline": b.method,
