@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
+import torch
 from skimage.color import rgb2gray
 from skimage.filters import gaussian, threshold_otsu
+
+from .overlap import iou
 
 
 def blur_otsu(image: np.ndarray, sigma_fraction: float = 0.02) -> np.ndarray:
@@ -23,21 +26,20 @@ def blur_otsu(image: np.ndarray, sigma_fraction: float = 0.02) -> np.ndarray:
     return grey < threshold_otsu(grey)
 
 
-def _iou(pred: np.ndarray, mask) -> float:
-    """Binary IoU; empty vs empty = 1."""
-    g = np.asarray(mask) > 0
-    union = (pred | g).sum()
-    return float((pred & g).sum() / union) if union else 1.0
+def _iou(preds: np.ndarray, masks) -> list[float]:
+    """Per-image IoU (``overlap.iou``: empty vs empty = 1) of binary predictions (N, H, W) against masks (N, H, W;
+    foreground > 0)."""
+    return iou(torch.as_tensor(preds), torch.as_tensor(np.asarray(masks) > 0)).tolist()
 
 
 def blur_otsu_iou(images, masks) -> list[float]:
     """IoU of ``blur_otsu`` against each mask (images (N, H, W, 3) uint8, masks (N, H, W))."""
-    return [_iou(blur_otsu(image), mask) for image, mask in zip(images, masks, strict=True)]
+    return _iou(np.array([blur_otsu(image) for image in images], bool).reshape(np.shape(masks)), masks)
 
 
 def all_foreground_iou(images, masks) -> list[float]:
     """IoU of calling every pixel foreground against each mask: its foreground fraction (an empty mask: 0)."""
-    return [_iou(np.ones(np.shape(mask), bool), mask) for mask in masks]
+    return _iou(np.ones(np.shape(masks), bool), masks)
 
 
 TRAINING_FREE: dict[str, Callable[..., list[float]]] = {"blur_otsu": blur_otsu_iou,
