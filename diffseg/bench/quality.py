@@ -242,14 +242,15 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
         for target in targets:
             path = Path(cache) / cache_name(ds, target, images, resolution, train_steps) if cache else None
             if path is not None and path.exists():
-                r = json.loads(path.read_text())
+                r = {"train_steps": budget_overlay("cpu", ds)["train.steps"],  # files named without steps: cpu's
+                     **json.loads(path.read_text())}
                 if "redraw" not in r:
                     r = add_redraw(r, images, scale)
                     _save(path, r)
                 if "baseline" not in r:
                     r = add_baseline(r, images, scale)
                     _save(path, r)
-                results.append({"train_steps": budget_overlay("cpu", ds)["train.steps"], **r})  # older files: cpu's
+                results.append(r)
                 continue
             r = measure(ds, target, images, scale)
             if path is not None:

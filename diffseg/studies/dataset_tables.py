@@ -78,8 +78,7 @@ def dataset_tables(trials: pd.DataFrame, config_curves: pd.DataFrame, folder: St
         if len(seg):
             scfg = trial_config(seg.iloc[0], config_curves)
             data, idx = eval_subset(scfg, folder, scfg.eval.test_max_images)
-            bases += [{"dataset": ds, "method": method, "test_images": len(idx),
-                       "test_cases": len(set(np.asarray(data.case_ids)[idx])),
-                       "iou": float(np.mean(iou_of(data.images[idx], data.masks[idx])))}
-                      for method, iou_of in TRAINING_FREE.items()]
+            images, masks, cases = data.images[idx], data.masks[idx], len(set(np.asarray(data.case_ids)[idx]))
+            bases += [{"dataset": ds, "method": method, "test_images": len(idx), "test_cases": cases,
+                       "iou": float(np.mean(iou_of(images, masks)))} for method, iou_of in TRAINING_FREE.items()]
     return pd.DataFrame(fps), pd.DataFrame(bases), notes
