@@ -139,6 +139,29 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, noise))
     assert quality.add_redraw(result, 400, {"data.resolution": 32})["redraw"]["steps"] == 1000
 
+    # the redraw only where the reference beats the baseline: one fresh measurement each way, and a cached result
+    # of a reference that does not beat it gets none without training anything
+    import types
+
+    seeds = []
+    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: seeds.append(seed)
+                        or row(s, k, 0.0))
+    monkeypatch.setattr(quality, "_trained", lambda *a: types.SimpleNamespace(
+        cfg=types.SimpleNamespace(data=types.SimpleNamespace(resolution=32), train=types.SimpleNamespace(steps=6))))
+    for above, drawn in ((-0.01, True), (0.01, False)):
+        seeds.clear()
+        monkeypatch.setattr(quality, "baseline", lambda trial, a=above: {"all_foreground": (iou + a).tolist()})
+        fresh = quality.measure("d", "v", 400)
+        assert (fresh["redraw"] is not None, seeds.count(quality.REDRAW_SEED)) == (drawn, int(drawn))
+        assert len(seeds) == len(quality.CONFIGS) + drawn
+    monkeypatch.setattr(quality, "_trained", lambda *a: pytest.fail("trained for a redraw that is not counted"))
+    unlearned = quality.add_redraw({**result, "baseline": {"all_foreground": (iou + 0.01).tolist()}}, 400, {})
+    c = quality.compare(unlearned)
+    assert unlearned["redraw"] is None and c["noise_floor"] is None
+    assert "noise floor: not drawn" in quality.table({"goal": quality.GOAL, "members": 10, "images": 400,
+                                                      "threads": 1, "results": [c],
+                                                      "per_dataset": quality.summary([c])})
+
 
 def test_quality_baseline_is_added_on_the_cached_results_test_images_or_refused():
     """A cached result gets the training-free baselines on its own test images (synthetic-blob: intensity alone

@@ -21,7 +21,9 @@ fresh draw of the reference itself does, and above 1 where it differs by more th
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
 JSON file and reuses it on the next run (a long run continued; a cached result without the redraw gets it, from
 weights retrained and checked to reproduce the cached DDPM-10 row image by image; one without the baseline gets it
-from the test images alone). ``--resolution`` and ``--train-steps`` replace the cpu budget's.
+from the test images alone). The redraw is drawn only where the reference beats the baseline (``redraw`` None
+otherwise: a DDPM-1000 ensemble saved where no sampler is counted). ``--resolution`` and ``--train-steps`` replace
+the cpu budget's.
 """
 
 from __future__ import annotations
@@ -111,17 +113,21 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
         t0 = time.perf_counter()
         trial = _trained(dataset, target, tmp, images, scale or {})
         train_s = time.perf_counter() - t0
-        rows = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS]
-        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED)
+        rows, base = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS], baseline(trial)
+        learned = against_baseline(rows[0], base)["reference_beats_it"]
+        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned else None
     return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
-            "baseline": baseline(trial)}
+            "baseline": base}
 
 
 def add_redraw(result: dict, images: int, scale: dict) -> dict:
     """A cached result without the reference's second draw gets it: the weights are trained again with the same
     config and must reproduce the cached DDPM-10 row image by image first, or the redraw would measure another
-    model."""
+    model. Where the reference does not beat the baseline it gets none (``redraw`` None): its samplers are not
+    counted, so their spread against the noise floor is not needed."""
+    if not against_baseline(result["rows"][0], result["baseline"])["reference_beats_it"]:
+        return {**result, "redraw": None}
     check = next(r for r in result["rows"] if (r["sampler"], r["steps"]) == ("ddpm", 10))
     with tempfile.TemporaryDirectory() as tmp:
         trial = _trained(result["dataset"], result["target"], tmp, images, scale)
@@ -149,6 +155,17 @@ def _diffs(row: dict, ref: dict) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(row["per_image"]["ece"]) - ref["per_image"]["ece"])
 
 
+def against_baseline(ref: dict, baseline: dict) -> dict:
+    """The reference against the stronger training-free baseline on the same images: the paired per-image IoU
+    difference in points, its 95 % interval, and ``reference_beats_it`` (the interval's lower bound above 0)."""
+    means = {m: float(np.mean(v)) for m, v in baseline.items()}
+    method = stronger(means)
+    learned = 100 * (np.asarray(ref["per_image"]["iou"]) - baseline[method])
+    lo, hi, _ = case_interval(learned)
+    return {"method": method, "iou": means[method], "others": {m: v for m, v in means.items() if m != method},
+            "reference_points_vs_baseline": float(learned.mean()), "ci": [lo, hi], "reference_beats_it": bool(lo > 0)}
+
+
 def compare(result: dict) -> dict:
     """Each setting against the reference (the first row) of its (dataset, target): paired differences with
     intervals, and whether it meets the goal on the point estimates (``meets_goal``) and on the interval
@@ -173,17 +190,10 @@ def compare(result: dict) -> dict:
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
-    method = stronger({m: float(np.mean(v)) for m, v in result["baseline"].items()})
-    base = result["baseline"][method]
-    learned = 100 * (np.asarray(ref["per_image"]["iou"]) - base)
-    lo, hi, _ = case_interval(learned)
     out = {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
            "train_steps": result["train_steps"], "train_s": result["train_s"],
            "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None,
-           "baseline": {"method": method, "iou": float(np.mean(base)),
-                        "others": {m: float(np.mean(v)) for m, v in result["baseline"].items() if m != method},
-                        "reference_points_vs_baseline": float(learned.mean()), "ci": [lo, hi],
-                        "reference_beats_it": bool(lo > 0)}}
+           "baseline": against_baseline(ref, result["baseline"])}
     if floor:
         out["noise_floor"] = {"iou": floor["iou"], "ece": floor["ece"], "wall_s": floor["wall_s"],
                               "iou_points_vs_ref": float(floor_iou.mean()),
@@ -244,11 +254,11 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
             if path is not None and path.exists():
                 r = {"train_steps": budget_overlay("cpu", ds)["train.steps"],  # files named without steps: cpu's
                      **json.loads(path.read_text())}
-                if "redraw" not in r:
-                    r = add_redraw(r, images, scale)
-                    _save(path, r)
                 if "baseline" not in r:
                     r = add_baseline(r, images, scale)
+                    _save(path, r)
+                if "redraw" not in r:
+                    r = add_redraw(r, images, scale)
                     _save(path, r)
                 results.append(r)
                 continue
@@ -276,6 +286,8 @@ def table(r: dict) -> str:
                      f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "
                      f"{b['reference_points_vs_baseline']:+.2f} pt [{b['ci'][0]:+.2f},{b['ci'][1]:+.2f}]"
                      f"{'' if b['reference_beats_it'] else ': does not beat it, not counted'}")
+        if not b["reference_beats_it"]:
+            lines.append("    noise floor: not drawn (the reference did not learn; its samplers are not counted)")
         if nf := c["noise_floor"]:
             lines.append(f"    noise floor, DDPM-1000 drawn again: IoU {nf['iou']:.3f} "
                          f"({nf['iou_points_vs_ref']:+.2f} pt [{nf['iou_points_ci'][0]:+.2f},"
