@@ -163,6 +163,55 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                                                       "per_dataset": quality.summary([c])})
 
 
+def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floor(tmp_path, monkeypatch):
+    """Per (dataset, target) both metrics: each setting with its interval at its evaluations, the goal's band at
+    +-1 point / +-0.01 ECE, the budget line at the reference's evaluations / 50, the noise floor only where it was
+    drawn, a not-learned target labelled so; the PNG is drawn. A bad --chart is refused before the benchmark runs."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from diffseg.bench import quality, quality_chart
+    from diffseg.bench.__main__ import main
+
+    iou = np.linspace(0.5, 0.9, 16)
+
+    def row(sampler, steps, d):
+        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d)), "ece": 0.05,
+                "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
+                "per_image": {"iou": (iou + d).tolist(), "ece": [0.05] * 16}}
+
+    learned = {"dataset": "a", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+               "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01)],
+               "redraw": row("ddpm", 1000, 0.005), "baseline": {"all_foreground": (iou - 0.3).tolist()}}
+    failed = {**learned, "dataset": "b", "redraw": None, "baseline": {"all_foreground": iou.tolist()}}
+    compared = [quality.compare(r) for r in (learned, failed)]
+    result = {"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1, "results": compared,
+              "per_dataset": quality.summary(compared)}
+    t = quality_chart.rows(result)
+    panels = sorted(t.panel.unique())
+    assert panels == ["a / v (n = 16)", "b / v (n = 16, not learned: not counted)"]
+    s = t[(t.kind == "setting") & (t.panel == panels[0])].set_index(["metric", "steps"])
+    assert s.loc[("IoU vs DDPM-1000 (points)", 10), "value"] == pytest.approx(-2.0)
+    assert s.loc[("IoU vs DDPM-1000 (points)", 10), "evaluations"] == 1600
+    assert s.loc[("ECE vs DDPM-1000", 20), "value"] == pytest.approx(0.0)
+    assert sorted(t[t.kind == "tolerance"].value.unique()) == [-1.0, -0.01, 0.01, 1.0]
+    assert set(t[t.kind == "budget"].evaluations) == {1000 * 10 * 16 / 50}
+    assert t[t.kind == "floor"].panel.unique().tolist() == [panels[0]]  # the not-learned target drew none
+    assert t[t.kind == "floor"].set_index("metric").loc["IoU vs DDPM-1000 (points)", "value"] == pytest.approx(0.5)
+    png = quality_chart.save(result, tmp_path / "tradeoff.png")
+    with Image.open(png) as im:
+        assert im.width > 600 and im.height > 400
+        assert len(set(im.convert("RGB").getdata())) > 20  # lines and points in colours, not a blank canvas
+    monkeypatch.setattr(quality, "run", lambda **kw: pytest.fail("ran before the --chart check"))
+    for argv in (["models", "--chart", str(tmp_path / "x.png")],
+                 ["quality", "--chart", str(tmp_path / "no-such-folder" / "x.png")],
+                 ["quality", "--chart", str(tmp_path / "x.svg")]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+
+
 def test_quality_baseline_is_added_on_the_cached_results_test_images_or_refused():
     """A cached result gets the training-free baselines on its own test images (synthetic-blob: intensity alone
     segments it, about 0.97 IoU; all foreground scores the blob's area); a cache whose image count differs is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from pathlib import Path
 
 from ..diffusion.targets import TARGETS
 from ..process import exit_now
@@ -37,10 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="quality: training steps instead of the cpu budget's")
+    parser.add_argument("--chart", type=Path, default=None, metavar="FILE.png",
+                        help="quality: also draw the trade-off curve (IoU and ECE vs model evaluations) to FILE.png")
     parser.add_argument("--repeat", type=int, default=None,
                         help="study, threads: runs (of the study/loop pair; of each placement), the medians reported "
                              "(default 3)")
     args = parser.parse_args(argv)
+    if args.chart is not None:  # checked before an hour of benchmark, not after it
+        if args.name != "quality":
+            parser.error("--chart: only the quality benchmark draws a chart")
+        if args.chart.suffix != ".png" or not args.chart.parent.is_dir():
+            parser.error(f"--chart {args.chart}: must be a .png file in an existing folder")
     names = list(ALL) if args.name == "all" else [args.name]
     results = {}
     for name in names:
@@ -48,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = mod.run(**_bench_args(name, args))
         if not args.json:
             print(mod.table(results[name]))
+    if args.chart is not None:
+        from .quality_chart import save
+
+        save(results["quality"], args.chart)
     if args.json:
         print(json.dumps(results[names[0]] if len(names) == 1 else results))
     return 0 if all(r.get("passed", True) for r in results.values()) else 1

@@ -41,6 +41,7 @@ from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.evaluate import per_image_metrics
+from ..files import atomic_write_text
 from ..metrics import TRAINING_FREE, stronger
 from ..metrics.cases import case_interval, resolution
 
@@ -230,14 +231,6 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
-def _save(path: Path, result: dict) -> None:
-    """Whole or not at all: a run stopped while writing leaves the previous file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
-
-
 def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None) -> str:
     steps = f"-{train_steps}steps" if train_steps else ""
     return f"{dataset}-{target}-{resolution or 'cpu'}px-{images}img{steps}.json"
@@ -256,15 +249,15 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
                      **json.loads(path.read_text())}
                 if "baseline" not in r:
                     r = add_baseline(r, images, scale)
-                    _save(path, r)
+                    atomic_write_text(path, json.dumps(r))
                 if "redraw" not in r:
                     r = add_redraw(r, images, scale)
-                    _save(path, r)
+                    atomic_write_text(path, json.dumps(r))
                 results.append(r)
                 continue
             r = measure(ds, target, images, scale)
             if path is not None:
-                _save(path, r)
+                atomic_write_text(path, json.dumps(r))
             results.append(r)
     compared = [compare(r) for r in results]
     return {"goal": GOAL, "members": MEMBERS, "images": images, "threads": torch.get_num_threads(),
