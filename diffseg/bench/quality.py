@@ -279,7 +279,7 @@ def table(r: dict) -> str:
                      f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "
                      f"{b['reference_points_vs_baseline']:+.2f} pt [{b['ci'][0]:+.2f},{b['ci'][1]:+.2f}]"
                      f"{'' if b['reference_beats_it'] else ': does not beat it, not counted'}")
-        if not b["reference_beats_it"]:
+        if not b["reference_beats_it"] and not c["noise_floor"]:
             lines.append("    noise floor: not drawn (the reference did not learn; its samplers are not counted)")
         if nf := c["noise_floor"]:
             lines.append(f"    noise floor, DDPM-1000 drawn again: IoU {nf['iou']:.3f} "
