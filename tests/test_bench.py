@@ -79,6 +79,7 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
     assert c["baseline"]["method"] == "all_foreground" and list(c["baseline"]["others"]) == ["blur_otsu"]
     d = quality.summary([c])["d"]
     assert d["reached"] and d["reached_ci"] and d["by_ci"] == ["eps/same-10"] and d["not_learned"] == []
+    assert d["unresolved"] == ["eps"]  # no noise floor drawn: the point estimates are not known to be evidence
     assert "reached True" in quality.table({"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1,
                                             "results": [c], "per_dataset": {"d": d}})
     # the same agreement where the reference does not beat the training-free baseline is not counted: a few-step
@@ -124,6 +125,16 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     nf = c["noise_floor"]
     assert nf["iou_points_sd"] == pytest.approx(5.0) and nf["noise_sd_per_draw"] == pytest.approx(5.0 / np.sqrt(2))
     assert nf["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
+    assert nf["resolves_goal"] and quality.summary([c])["d"]["unresolved"] == []  # +-0.5 pt at 400 images
+    def first16(r):
+        return {**r, "per_image": {k: v[:16] for k, v in r["per_image"].items()}}
+
+    wide = quality.compare({**result, "rows": [first16(r) for r in result["rows"]], "redraw": first16(result["redraw"]),
+                            "baseline": {"blur_otsu": [0.0] * 16}})  # the same spread on 16 images: +-2.5 pt
+    assert not wide["noise_floor"]["resolves_goal"] and quality.summary([wide])["d"]["unresolved"] == ["v"]
+    assert "'reached' on the point estimates is noise there" in quality.table(
+        {"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1, "results": [wide],
+         "per_dataset": quality.summary([wide])})
     ratio = {s["sampler"]: s["spread_vs_redraw"] for s in c["settings"]}
     assert ratio == pytest.approx({"ddpm": 1.0, "real": 2.0, "shared": 0.5})
     assert c["settings"][0]["images_for_1pt"] == int(np.ceil((1.96 * 5.0) ** 2))
@@ -182,7 +193,7 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
                 "per_image": {"iou": (iou + d).tolist(), "ece": [0.05] * 16}}
 
     learned = {"dataset": "a", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
-               "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01)],
+               "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01), row("ddpm", 10, -0.02)],
                "redraw": row("ddpm", 1000, 0.005), "baseline": {"all_foreground": (iou - 0.3).tolist()}}
     failed = {**learned, "dataset": "b", "redraw": None, "baseline": {"all_foreground": iou.tolist()}}
     compared = [quality.compare(r) for r in (learned, failed)]
@@ -194,6 +205,7 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
     s = t[(t.kind == "setting") & (t.panel == panels[0])].set_index(["metric", "steps"])
     assert s.loc[("IoU vs DDPM-1000 (points)", 10), "value"] == pytest.approx(-2.0)
     assert s.loc[("IoU vs DDPM-1000 (points)", 10), "evaluations"] == 1600
+    assert s.loc[("IoU vs DDPM-1000 (points)", 10), "sampler"] == "ddim = ddpm"  # identical rows drawn once, named
     assert s.loc[("ECE vs DDPM-1000", 20), "value"] == pytest.approx(0.0)
     assert sorted(t[t.kind == "tolerance"].value.unique()) == [-1.0, -0.01, 0.01, 1.0]
     assert set(t[t.kind == "budget"].evaluations) == {1000 * 10 * 16 / 50}

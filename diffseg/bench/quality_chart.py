@@ -31,9 +31,12 @@ def rows(result: dict) -> pd.DataFrame:
         panel, ref_evals = _panel(c), c["reference"]["model_evaluations"]
         for key, ci, metric, goal in METRICS:
             base = {"panel": panel, "metric": metric}
-            for s in c["settings"]:
-                out.append({**base, "kind": "setting", "sampler": s["sampler"], "steps": s["steps"],
-                            "evaluations": s["model_evaluations"], "value": s[key], "lo": s[ci][0], "hi": s[ci][1]})
+            same: dict[tuple, list[str]] = {}  # settings with identical numbers drawn once, named together
+            for s in c["settings"]:  # (DDPM is DDIM at eta 1: the same update, the same rows)
+                same.setdefault((s["steps"], s["model_evaluations"], s[key], *s[ci]), []).append(s["sampler"])
+            for (steps, evaluations, value, lo, hi), names in same.items():
+                out.append({**base, "kind": "setting", "sampler": " = ".join(sorted(names)), "steps": steps,
+                            "evaluations": evaluations, "value": value, "lo": lo, "hi": hi})
             if nf := c["noise_floor"]:
                 out.append({**base, "kind": "floor", "sampler": "DDPM-1000 drawn again", "steps": 1000,
                             "evaluations": ref_evals, "value": nf[key], "lo": nf[ci][0], "hi": nf[ci][1]})
@@ -65,8 +68,9 @@ def chart(result: dict):
         floor.mark_point(shape="diamond", color="black", filled=True, size=60).encode(
             x=x, y=y, tooltip=["sampler:N", "value:Q", "lo:Q", "hi:Q"]),
     ]
-    title = (f"few-step ensembles against DDPM-1000 ({result['members']} members): goal inside the dashed band, left "
-             "of the dashed budget line; black: the reference drawn again")
+    title = alt.TitleParams([f"few-step ensembles against DDPM-1000 ({result['members']} members)",
+                             "goal: inside the dashed band, left of the dashed budget line",
+                             "black: DDPM-1000 drawn again (the noise floor)"], anchor="start")
     return alt.layer(*layers, data=data).properties(width=260, height=200).facet(
         row=alt.Row("metric:N", title=None, sort=[m[2] for m in METRICS]),
         column=alt.Column("panel:N", title=None)).resolve_scale(y="independent").properties(title=title)
