@@ -211,6 +211,8 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
     assert set(t[t.kind == "budget"].evaluations) == {1000 * 10 * 16 / 50}
     assert t[t.kind == "floor"].panel.unique().tolist() == [panels[0]]  # the not-learned target drew none
     assert t[t.kind == "floor"].set_index("metric").loc["IoU vs DDPM-1000 (points)", "value"] == pytest.approx(0.5)
+    titles = [quality_chart.chart(r).to_dict()["title"]["text"] for r in (result, {**result, "results": compared[1:]})]
+    assert [any("noise floor" in line for line in t) for t in titles] == [True, False]  # named only where drawn
     png = quality_chart.save(result, tmp_path / "tradeoff.png")
     with Image.open(png) as im:
         assert im.width > 600 and im.height > 400
