@@ -312,11 +312,11 @@ def table(r: dict) -> str:
         c = d["closest"]
         closest = (f"{c['setting']} ({c['iou_points_vs_ref']:+.2f} IoU pt, {c['ece_vs_ref']:+.3f} ECE)" if c else
                    "none counted")
-        unlearned = f"; not learned (not counted): {', '.join(d['not_learned'])}" if d["not_learned"] else ""
+        caveats = f"; not learned (not counted): {', '.join(d['not_learned'])}" if d["not_learned"] else ""
         if d["unresolved"]:
-            unlearned += (f"; the noise floor is wider than the goal for {', '.join(d['unresolved'])}: 'reached' on "
-                          "the point estimates is noise there, not evidence")
+            caveats += (f"; the noise floor is wider than the goal for {', '.join(d['unresolved'])}: 'reached' on "
+                        "the point estimates is noise there, not evidence")
         lines.append(f"  {ds}: reached {d['reached']} ({', '.join(d['by']) or '-'}), on the interval "
                      f"{d['reached_ci']} ({', '.join(d['by_ci']) or '-'}); closest at >= {g['fewer_evaluations']}x: "
-                     f"{closest}{unlearned}")
+                     f"{closest}{caveats}")
     return "\n".join(lines)

@@ -68,8 +68,7 @@ def chart(result: dict):
         floor.mark_point(shape="diamond", color="black", filled=True, size=60).encode(
             x=x, y=y, tooltip=["sampler:N", "value:Q", "lo:Q", "hi:Q"]),
     ]
-    drawn = any(c["noise_floor"] for c in result["results"])
-    black = ["black: DDPM-1000 drawn again (the noise floor)"] if drawn else []
+    black = ["black: DDPM-1000 drawn again (the noise floor)"] if (data.kind == "floor").any() else []
     title = alt.TitleParams([f"few-step ensembles against DDPM-1000 ({result['members']} members)",
                              "goal: inside the dashed band, left of the dashed budget line", *black], anchor="start")
     return alt.layer(*layers, data=data).properties(width=260, height=200).facet(
