@@ -1,5 +1,6 @@
 """Studies: spec validation, the CLI, and end-to-end runs through Ray, MLflow (a real server) and Parquet."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -288,7 +289,7 @@ def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser,
     browser.save_screenshot(str(artifacts_dir / "model_registry.png"))
 
 
-@pytest.mark.slow(seconds=59)
+@pytest.mark.slow(seconds=30)
 def test_run_on_separately_started_ray_head(tmp_path):
     """A head started with `ray start --head` (its own process group, stopped by signal, so any other Ray on
     the machine is untouched); the study connects with --address. Token auth as the README sets it, explicit on
@@ -317,8 +318,14 @@ def test_run_on_separately_started_ray_head(tmp_path):
         assert list(trials.status) == ["ok"]
         assert head.poll() is None, "the study stops only the Ray it started: here it disconnects from the head"
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+        # SIGTERM to `ray start` alone: it drains its node and stops its own processes (2 s). SIGTERM to the whole
+        # group also stopped the GCS first, and the drain then waited its full 30 s for it (measured: 33 s)
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 def test_summary_warns_on_one_seed_and_on_validation_test_disagreement():
