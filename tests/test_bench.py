@@ -174,6 +174,41 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                                                       "per_dataset": quality.summary([c])})
 
 
+def test_quality_target_contrast_is_the_difference_of_each_targets_own_few_step_cost():
+    """Per image, (setting - DDPM-1000) with eps minus the same with v: a setting that costs 5 points more with eps is
+    -5 with an interval below 0, one that costs both the same is 0 however far the two references lie apart (eps's
+    reference here is 10 points below v's). A target measured on other images is refused."""
+    import numpy as np
+    import pytest
+
+    from diffseg.bench import quality
+
+    rng = np.random.default_rng(2)
+    iou, ece, wobble = rng.uniform(0.5, 0.8, 40), rng.uniform(0.02, 0.1, 40), rng.normal(0, 0.01, 40)
+    images = {"blur_otsu": [0.1] * 40}
+
+    def result(target, level, costs):
+        def row(sampler, steps, d):
+            return {"sampler": sampler, "steps": steps, "iou": 0.0, "ece": 0.0, "model_evaluations": 1, "wall_s": 1.0,
+                    "per_image": {"iou": (iou + level + d).tolist(), "ece": (ece - d / 10).tolist()}}
+        return {"dataset": "d", "target": target, "baseline": images,
+                "rows": [row("ddpm", 1000, 0.0), *(row(s, 10, d) for s, d in costs.items())]}
+
+    eps = result("eps", -0.10, {"ddim-eta0": -0.07 + wobble, "ddpm": -0.01 + wobble})
+    v = result("v", 0.0, {"ddim-eta0": -0.02 + wobble, "ddpm": -0.01, "dpmpp_2m": 0.0})  # dpmpp_2m: v only
+    rows = {x["sampler"]: x for x in quality.target_contrasts([eps, v])["d"]}
+    assert set(rows) == {"ddim-eta0", "ddpm"} and all(x["counted"] and x["against"] == "v" for x in rows.values())
+    assert rows["ddim-eta0"]["iou_points"] == pytest.approx(-5.0) and rows["ddim-eta0"]["iou_points_ci"][1] < 0
+    assert rows["ddim-eta0"]["ece"] == pytest.approx(0.005) and rows["ddim-eta0"]["ece_ci"][0] > 0
+    lo, hi = rows["ddpm"]["iou_points_ci"]
+    assert rows["ddpm"]["iou_points"] == pytest.approx(100 * wobble.mean()) and lo < 0 < hi
+    assert "eps - v    ddim-eta0  10: IoU  -5.00 pt" in quality.table(
+        {"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1, "results": [], "per_dataset": {},
+         "target_contrasts": quality.target_contrasts([eps, v])})
+    with pytest.raises(ValueError, match="other test images"):
+        quality.target_contrasts([eps, {**v, "baseline": {"blur_otsu": [0.2] * 40}}])
+
+
 def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floor(tmp_path, monkeypatch):
     """Per (dataset, target) both metrics: each setting with its interval at its evaluations, the goal's band at
     +-1 point / +-0.01 ECE, the budget line at the reference's evaluations / 50, the noise floor only where it was

@@ -20,6 +20,8 @@ two independent ensembles' Monte-Carlo noise alone: their mean is how far the re
 the same starting noise), so its differences can spread less than the redraw's; ``spread_vs_redraw`` (variance of a
 setting's differences / variance of the redraw's) is below 1 where a setting tracks the reference more closely than a
 fresh draw of the reference itself does, and above 1 where it differs by more than sampling noise.
+Where a dataset has the default target (eps) and another, ``target_contrasts`` tests whether the few-step cost depends
+on the target: per image and setting, (setting - DDPM-1000) with eps minus the same with the other target.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
 JSON file and reuses it on the next run (a long run continued; a cached result without the redraw gets it, from
 weights retrained and checked to reproduce the cached DDPM-10 row image by image; one without the baseline gets it
@@ -42,6 +44,7 @@ import torch
 from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
 from ..experiments import Trial, TrialConfig, train_trial
+from ..experiments.config import DiffusionConfig
 from ..experiments.evaluate import per_image_metrics
 from ..files import atomic_write_text
 from ..metrics import TRAINING_FREE, stronger
@@ -53,6 +56,7 @@ SAMPLERS = (("ddpm", None), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", None))  #
 CONFIGS = [REFERENCE] + [(s, eta, k) for s, eta in SAMPLERS for k in (10, 20, 50)]
 GOAL = {"iou_points": 1.0, "ece": 0.01, "fewer_evaluations": 50}
 MEMBERS, IMAGES = 10, 16
+DEFAULT_TARGET = DiffusionConfig().target  # the target the few-step cost of the others is contrasted with
 DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
 
 
@@ -240,6 +244,45 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
+def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
+    """Does the few-step cost depend on the prediction target? Per dataset, for each setting drawn with ``base`` (the
+    default target, eps) and with another target on the same test images: the difference in differences
+    d_base - d_other per image, with d = setting - that target's own DDPM-1000 (IoU points, ECE), its 95 % interval
+    over the images and the smallest IoU effect the n images detect. Negative IoU (positive ECE): the setting costs
+    more with ``base`` than with the other target, the suspicion that eps amplifies the noise estimate's error at
+    large t by s/a and few-step samplers inherit it. ``counted`` only where both references beat the training-free
+    baseline. Both targets must hold the same test images: their training-free baselines per image are compared."""
+    out = {}
+    by_ds: dict[str, dict[str, dict]] = {}
+    for r in results:
+        by_ds.setdefault(r["dataset"], {})[r["target"]] = r
+    for ds, by_target in by_ds.items():
+        if base not in by_target:
+            continue
+        b = by_target[base]
+        for target, o in by_target.items():
+            if target == base:
+                continue
+            if b["baseline"] != o["baseline"]:
+                raise ValueError(f"{ds}: the {base} and {target} results hold other test images (their training-free "
+                                 "baselines differ per image); measure both with the same --images")
+            counted = all(against_baseline(x["rows"][0], x["baseline"])["reference_beats_it"] for x in (b, o))
+            others = {(r["sampler"], r["steps"]): r for r in o["rows"][1:]}
+            for r in b["rows"][1:]:
+                twin = others.get((r["sampler"], r["steps"]))
+                if twin is None:
+                    continue
+                (bi, be), (oi, oe) = _diffs(r, b["rows"][0]), _diffs(twin, o["rows"][0])
+                d_iou, d_ece = bi - oi, be - oe
+                out.setdefault(ds, []).append({
+                    "target": base, "against": target, "sampler": r["sampler"], "steps": r["steps"],
+                    "counted": counted, "iou_points": float(d_iou.mean()),
+                    "iou_points_ci": list(case_interval(d_iou)[:2]), "iou_points_mde": resolution(d_iou)["mde"],
+                    "ece": float(d_ece.mean()),
+                    "ece_ci": list(case_interval(d_ece)[:2]), "n_images": len(d_iou)})
+    return out
+
+
 def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None) -> str:
     steps = f"-{train_steps}steps" if train_steps else ""
     return f"{dataset}-{target}-{resolution or 'cpu'}px-{images}img{steps}.json"
@@ -270,7 +313,7 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
             results.append(r)
     compared = [compare(r) for r in results]
     return {"goal": GOAL, "members": MEMBERS, "images": images, "threads": torch.get_num_threads(),
-            "results": compared, "per_dataset": summary(compared)}
+            "results": compared, "per_dataset": summary(compared), "target_contrasts": target_contrasts(results)}
 
 
 def table(r: dict) -> str:
@@ -308,6 +351,16 @@ def table(r: dict) -> str:
                          f"{x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
+    for ds, rows in r.get("target_contrasts", {}).items():
+        lines.append(f"  {ds}: the few-step cost with one target minus with another (d = setting - its own DDPM-1000; "
+                     "negative IoU / positive ECE: costs more with the first)")
+        for x in rows:
+            lo, hi = x["iou_points_ci"]
+            elo, ehi = x["ece_ci"]
+            lines.append(f"    {x['target']} - {x['against']:4s} {x['sampler']:8s} {x['steps']:3d}: IoU "
+                         f"{x['iou_points']:+6.2f} pt [{lo:+6.2f},{hi:+6.2f}] (MDE {x['iou_points_mde']:.1f}), ECE "
+                         f"{x['ece']:+.3f} [{elo:+.3f},{ehi:+.3f}], n = {x['n_images']}"
+                         f"{'' if x['counted'] else ' (not counted: a reference did not learn)'}")
     for ds, d in r["per_dataset"].items():
         c = d["closest"]
         closest = (f"{c['setting']} ({c['iou_points_vs_ref']:+.2f} IoU pt, {c['ece_vs_ref']:+.3f} ECE)" if c else
