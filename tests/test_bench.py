@@ -196,13 +196,16 @@ def test_quality_target_contrast_is_the_difference_of_each_targets_own_few_step_
 
     eps = result("eps", -0.10, {"ddim-eta0": -0.07 + wobble, "ddpm": -0.01 + wobble})
     v = result("v", 0.0, {"ddim-eta0": -0.02 + wobble, "ddpm": -0.01, "dpmpp_2m": 0.0})  # dpmpp_2m: v only
-    rows = {x["sampler"]: x for x in quality.target_contrasts([eps, v])["d"]}
-    assert set(rows) == {"ddim-eta0", "ddpm"} and all(x["counted"] and x["against"] == "v" for x in rows.values())
+    contrasts = quality.target_contrasts([eps, v])["d"]
+    assert all(x["counted"] and x["against"] == "v" for x in contrasts)
+    ref, rows = contrasts[0], {x["sampler"]: x for x in contrasts[1:]}
+    assert ref["what"] == "reference" and ref["iou_points"] == pytest.approx(-10.0) and ref["iou_points_ci"][1] < 0
+    assert set(rows) == {"ddim-eta0", "ddpm"} and {x["what"] for x in rows.values()} == {"cost"}
     assert rows["ddim-eta0"]["iou_points"] == pytest.approx(-5.0) and rows["ddim-eta0"]["iou_points_ci"][1] < 0
     assert rows["ddim-eta0"]["ece"] == pytest.approx(0.005) and rows["ddim-eta0"]["ece_ci"][0] > 0
     lo, hi = rows["ddpm"]["iou_points_ci"]
     assert rows["ddpm"]["iou_points"] == pytest.approx(100 * wobble.mean()) and lo < 0 < hi
-    assert "eps - v    ddim-eta0  10: IoU  -5.00 pt" in quality.table(
+    assert "cost      eps - v    ddim-eta0   10: IoU  -5.00 pt" in quality.table(
         {"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1, "results": [], "per_dataset": {},
          "target_contrasts": quality.target_contrasts([eps, v])})
     with pytest.raises(ValueError, match="other test images"):

@@ -244,14 +244,24 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
+def _contrast(d_iou: np.ndarray, d_ece: np.ndarray) -> dict:
+    """Mean, 95 % interval and (IoU) smallest detectable effect of per-image differences."""
+    return {"iou_points": float(d_iou.mean()), "iou_points_ci": list(case_interval(d_iou)[:2]),
+            "iou_points_mde": resolution(d_iou)["mde"], "ece": float(d_ece.mean()),
+            "ece_ci": list(case_interval(d_ece)[:2]), "n_images": len(d_iou)}
+
+
 def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
     """Does the few-step cost depend on the prediction target? Per dataset, for each setting drawn with ``base`` (the
     default target, eps) and with another target on the same test images: the difference in differences
-    d_base - d_other per image, with d = setting - that target's own DDPM-1000 (IoU points, ECE), its 95 % interval
-    over the images and the smallest IoU effect the n images detect. Negative IoU (positive ECE): the setting costs
-    more with ``base`` than with the other target, the suspicion that eps amplifies the noise estimate's error at
-    large t by s/a and few-step samplers inherit it. ``counted`` only where both references beat the training-free
-    baseline. Both targets must hold the same test images: their training-free baselines per image are compared."""
+    d_base - d_other per image, with d = setting - that target's own DDPM-1000 (IoU points, ECE; ``what``: "cost"),
+    its 95 % interval over the images and the smallest IoU effect the n images detect. Negative IoU (positive ECE):
+    the setting costs more with ``base`` than with the other target, the suspicion that eps amplifies the noise
+    estimate's error at large t by s/a and few-step samplers inherit it. First, the references themselves
+    (``what``: "reference", DDPM-1000 with ``base`` minus with the other): one trained model per target, so its
+    interval covers the images and the ensembles' noise, not another training seed. ``counted`` only where both
+    references beat the training-free baseline. Both targets must hold the same test images: their training-free
+    baselines per image are compared."""
     out = {}
     by_ds: dict[str, dict[str, dict]] = {}
     for r in results:
@@ -266,20 +276,18 @@ def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
             if b["baseline"] != o["baseline"]:
                 raise ValueError(f"{ds}: the {base} and {target} results hold other test images (their training-free "
                                  "baselines differ per image); measure both with the same --images")
-            counted = all(against_baseline(x["rows"][0], x["baseline"])["reference_beats_it"] for x in (b, o))
+            head = {"target": base, "against": target,
+                    "counted": all(against_baseline(x["rows"][0], x["baseline"])["reference_beats_it"] for x in (b, o))}
+            b_ref, o_ref = b["rows"][0], o["rows"][0]
+            rows = out.setdefault(ds, [])
+            rows.append({**head, "what": "reference", "sampler": b_ref["sampler"], "steps": b_ref["steps"],
+                         **_contrast(*_diffs(b_ref, o_ref))})
             others = {(r["sampler"], r["steps"]): r for r in o["rows"][1:]}
             for r in b["rows"][1:]:
-                twin = others.get((r["sampler"], r["steps"]))
-                if twin is None:
-                    continue
-                (bi, be), (oi, oe) = _diffs(r, b["rows"][0]), _diffs(twin, o["rows"][0])
-                d_iou, d_ece = bi - oi, be - oe
-                out.setdefault(ds, []).append({
-                    "target": base, "against": target, "sampler": r["sampler"], "steps": r["steps"],
-                    "counted": counted, "iou_points": float(d_iou.mean()),
-                    "iou_points_ci": list(case_interval(d_iou)[:2]), "iou_points_mde": resolution(d_iou)["mde"],
-                    "ece": float(d_ece.mean()),
-                    "ece_ci": list(case_interval(d_ece)[:2]), "n_images": len(d_iou)})
+                if (twin := others.get((r["sampler"], r["steps"]))) is not None:
+                    (bi, be), (oi, oe) = _diffs(r, b_ref), _diffs(twin, o_ref)
+                    rows.append({**head, "what": "cost", "sampler": r["sampler"], "steps": r["steps"],
+                                 **_contrast(bi - oi, be - oe)})
     return out
 
 
@@ -352,15 +360,17 @@ def table(r: dict) -> str:
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
     for ds, rows in r.get("target_contrasts", {}).items():
-        lines.append(f"  {ds}: the few-step cost with one target minus with another (d = setting - its own DDPM-1000; "
-                     "negative IoU / positive ECE: costs more with the first)")
+        lines.append(f"  {ds}: one target minus another; the references (DDPM-1000, one trained model each), then each "
+                     "setting's cost (d = setting - its own DDPM-1000; negative IoU / positive ECE: costs more with "
+                     "the first)")
         for x in rows:
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
-            lines.append(f"    {x['target']} - {x['against']:4s} {x['sampler']:8s} {x['steps']:3d}: IoU "
+            uncounted = x["what"] == "cost" and not x["counted"]
+            lines.append(f"    {x['what']:9s} {x['target']} - {x['against']:4s} {x['sampler']:9s} {x['steps']:4d}: IoU "
                          f"{x['iou_points']:+6.2f} pt [{lo:+6.2f},{hi:+6.2f}] (MDE {x['iou_points_mde']:.1f}), ECE "
                          f"{x['ece']:+.3f} [{elo:+.3f},{ehi:+.3f}], n = {x['n_images']}"
-                         f"{'' if x['counted'] else ' (not counted: a reference did not learn)'}")
+                         f"{' (not counted: a reference did not learn)' if uncounted else ''}")
     for ds, d in r["per_dataset"].items():
         c = d["closest"]
         closest = (f"{c['setting']} ({c['iou_points_vs_ref']:+.2f} IoU pt, {c['ece_vs_ref']:+.3f} ECE)" if c else
