@@ -194,20 +194,21 @@ def test_quality_target_contrast_is_the_difference_of_each_targets_own_few_step_
         return {"dataset": "d", "target": target, "baseline": images,
                 "rows": [row("ddpm", 1000, 0.0), *(row(s, 10, d) for s, d in costs.items())]}
 
-    eps = result("eps", -0.10, {"ddim-eta0": -0.07 + wobble, "ddpm": -0.01 + wobble})
-    v = result("v", 0.0, {"ddim-eta0": -0.02 + wobble, "ddpm": -0.01, "dpmpp_2m": 0.0})  # dpmpp_2m: v only
+    eps = result("eps", -0.10, {"ddim-eta0": -0.07 + wobble, "ddpm": -0.01 + wobble, "ddim-eta1": -0.01 + wobble})
+    v = result("v", 0.0, {"ddim-eta0": -0.02 + wobble, "ddpm": -0.01, "ddim-eta1": -0.01, "dpmpp_2m": 0.0})
     contrasts = quality.target_contrasts([eps, v])["d"]
     assert all(x["counted"] and x["against"] == "v" for x in contrasts)
     ref, rows = contrasts[0], {x["sampler"]: x for x in contrasts[1:]}
     assert ref["what"] == "reference" and ref["iou_points"] == pytest.approx(-10.0) and ref["iou_points_ci"][1] < 0
-    assert set(rows) == {"ddim-eta0", "ddpm"} and {x["what"] for x in rows.values()} == {"cost"}
+    assert set(rows) == {"ddim-eta0", "ddim-eta1", "ddpm"} and {x["what"] for x in rows.values()} == {"cost"}
     assert rows["ddim-eta0"]["iou_points"] == pytest.approx(-5.0) and rows["ddim-eta0"]["iou_points_ci"][1] < 0
     assert rows["ddim-eta0"]["ece"] == pytest.approx(0.005) and rows["ddim-eta0"]["ece_ci"][0] > 0
     lo, hi = rows["ddpm"]["iou_points_ci"]
     assert rows["ddpm"]["iou_points"] == pytest.approx(100 * wobble.mean()) and lo < 0 < hi
-    assert "cost      eps - v    ddim-eta0   10: IoU  -5.00 pt" in quality.table(
-        {"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1, "results": [], "per_dataset": {},
-         "target_contrasts": quality.target_contrasts([eps, v])})
+    text = quality.table({"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1, "results": [],
+                          "per_dataset": {}, "target_contrasts": quality.target_contrasts([eps, v])})
+    assert "cost      eps - v    ddim-eta0   10: IoU  -5.00 pt" in text
+    assert "ddim-eta1 = ddpm   10" in text and text.count("ddpm") == 2  # equal rows once; the reference row
     with pytest.raises(ValueError, match="other test images"):
         quality.target_contrasts([eps, {**v, "baseline": {"blur_otsu": [0.2] * 40}}])
 

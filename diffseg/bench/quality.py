@@ -363,11 +363,16 @@ def table(r: dict) -> str:
         lines.append(f"  {ds}: one target minus another; the references (DDPM-1000, one trained model each), then each "
                      "setting's cost (d = setting - its own DDPM-1000; negative IoU / positive ECE: costs more with "
                      "the first)")
+        same: dict[tuple, list[dict]] = {}  # settings with identical numbers (DDPM is DDIM at eta 1): one line
         for x in rows:
+            same.setdefault((x["what"], x["against"], x["steps"], x["iou_points"], x["ece"]), []).append(x)
+        for group in same.values():
+            x = group[0]
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
             uncounted = x["what"] == "cost" and not x["counted"]
-            lines.append(f"    {x['what']:9s} {x['target']} - {x['against']:4s} {x['sampler']:9s} {x['steps']:4d}: IoU "
+            sampler = " = ".join(sorted(g["sampler"] for g in group))
+            lines.append(f"    {x['what']:9s} {x['target']} - {x['against']:4s} {sampler:9s} {x['steps']:4d}: IoU "
                          f"{x['iou_points']:+6.2f} pt [{lo:+6.2f},{hi:+6.2f}] (MDE {x['iou_points_mde']:.1f}), ECE "
                          f"{x['ece']:+.3f} [{elo:+.3f},{ehi:+.3f}], n = {x['n_images']}"
                          f"{' (not counted: a reference did not learn)' if uncounted else ''}")
