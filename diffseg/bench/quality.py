@@ -244,6 +244,15 @@ def summary(compared: list[dict]) -> dict:
     return out
 
 
+def same_numbers(rows: list[dict], fields: tuple[str, ...]) -> list[tuple[dict, str]]:
+    """Each group of rows equal in ``fields`` once, as (its first row, its samplers joined "a = b"): DDPM is DDIM at
+    eta 1, the same update, so their rows are equal and one would hide the other."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(tuple(r[f]) if isinstance(r[f], list) else r[f] for f in fields), []).append(r)
+    return [(g[0], " = ".join(sorted(x["sampler"] for x in g))) for g in groups.values()]
+
+
 def _contrast(d_iou: np.ndarray, d_ece: np.ndarray) -> dict:
     """Mean, 95 % interval and (IoU) smallest detectable effect of per-image differences."""
     return {"iou_points": float(d_iou.mean()), "iou_points_ci": list(case_interval(d_iou)[:2]),
@@ -363,15 +372,10 @@ def table(r: dict) -> str:
         lines.append(f"  {ds}: one target minus another; the references (DDPM-1000, one trained model each), then each "
                      "setting's cost (d = setting - its own DDPM-1000; negative IoU / positive ECE: costs more with "
                      "the first)")
-        same: dict[tuple, list[dict]] = {}  # settings with identical numbers (DDPM is DDIM at eta 1): one line
-        for x in rows:
-            same.setdefault((x["what"], x["against"], x["steps"], x["iou_points"], x["ece"]), []).append(x)
-        for group in same.values():
-            x = group[0]
+        for x, sampler in same_numbers(rows, ("what", "against", "steps", "iou_points", "ece")):
             lo, hi = x["iou_points_ci"]
             elo, ehi = x["ece_ci"]
             uncounted = x["what"] == "cost" and not x["counted"]
-            sampler = " = ".join(sorted(g["sampler"] for g in group))
             lines.append(f"    {x['what']:9s} {x['target']} - {x['against']:4s} {sampler:9s} {x['steps']:4d}: IoU "
                          f"{x['iou_points']:+6.2f} pt [{lo:+6.2f},{hi:+6.2f}] (MDE {x['iou_points_mde']:.1f}), ECE "
                          f"{x['ece']:+.3f} [{elo:+.3f},{ehi:+.3f}], n = {x['n_images']}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_path
-from .quality import GOAL
+from .quality import GOAL, same_numbers
 
 METRICS = (("iou_points_vs_ref", "iou_points_ci", "IoU vs DDPM-1000 (points)", "iou_points"),
            ("ece_vs_ref", "ece_ci", "ECE vs DDPM-1000", "ece"))
@@ -31,12 +31,9 @@ def rows(result: dict) -> pd.DataFrame:
         panel, ref_evals = _panel(c), c["reference"]["model_evaluations"]
         for key, ci, metric, goal in METRICS:
             base = {"panel": panel, "metric": metric}
-            same: dict[tuple, list[str]] = {}  # settings with identical numbers drawn once, named together
-            for s in c["settings"]:  # (DDPM is DDIM at eta 1: the same update, the same rows)
-                same.setdefault((s["steps"], s["model_evaluations"], s[key], *s[ci]), []).append(s["sampler"])
-            for (steps, evaluations, value, lo, hi), names in same.items():
-                out.append({**base, "kind": "setting", "sampler": " = ".join(sorted(names)), "steps": steps,
-                            "evaluations": evaluations, "value": value, "lo": lo, "hi": hi})
+            for s, sampler in same_numbers(c["settings"], ("steps", "model_evaluations", key, ci)):
+                out.append({**base, "kind": "setting", "sampler": sampler, "steps": s["steps"],
+                            "evaluations": s["model_evaluations"], "value": s[key], "lo": s[ci][0], "hi": s[ci][1]})
             if nf := c["noise_floor"]:
                 out.append({**base, "kind": "floor", "sampler": "DDPM-1000 drawn again", "steps": 1000,
                             "evaluations": ref_evals, "value": nf[key], "lo": nf[ci][0], "hi": nf[ci][1]})
