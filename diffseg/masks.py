@@ -51,10 +51,15 @@ def ensemble_summary(samples: Tensor, dim: int = 1, rule: str = VOTE) -> tuple[T
 
 def member_diagnostics(samples: Tensor, gt: Tensor) -> dict[str, Tensor]:
     """Per image of members (B, N, 1, H, W) against gt (B, 1, H, W) in {-1, +1}: the members' mean pixel error
-    mean |[x0 > 0] - y| (the bound on the vote fraction's ECE), their binariness (fraction of member pixels with
-    |x0| > 0.9), and the mean vote-fraction / grey-level probability on ground-truth background pixels."""
+    mean |[x0 > 0] - y| (the bound on the vote fraction's ECE), their disagreement mean p (1 - p) of the vote
+    fraction p (the spread of the votes per pixel), their binariness (fraction of member pixels with |x0| > 0.9),
+    and the mean vote-fraction / grey-level probability on ground-truth background pixels.
+    The vote fraction's Brier score is exactly member_error - disagreement, per pixel (mean_n (v_n - y)^2 =
+    (p - y)^2 + p (1 - p) for binary votes v_n: the ambiguity decomposition, Krogh & Vedelsby 1995): an ensemble
+    is better than its members by exactly how much they disagree."""
     y = (gt > 0).unsqueeze(1)
     fg = foreground(samples)
+    vote = fg.float().mean(1)
     bg = ~y.squeeze(1)
     n_bg = bg.flatten(1).sum(1).double()
 
@@ -62,5 +67,6 @@ def member_diagnostics(samples: Tensor, gt: Tensor) -> dict[str, Tensor]:
         return (p * bg).flatten(1).sum(1).double() / n_bg.where(n_bg > 0, torch.nan)
 
     return {"member_error": (fg != y).float().flatten(1).mean(1),
+            "disagreement": (vote * (1 - vote)).flatten(1).mean(1),
             "binariness": (samples.abs() > 0.9).float().flatten(1).mean(1),
-            "bg_prob": on_bg(fg.float().mean(1)), "bg_prob_softmean": on_bg(member_probs(samples, SOFT).mean(1))}
+            "bg_prob": on_bg(vote), "bg_prob_softmean": on_bg(member_probs(samples, SOFT).mean(1))}

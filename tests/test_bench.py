@@ -174,6 +174,48 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                                                       "per_dataset": quality.summary([c])})
 
 
+def test_quality_why_splits_a_settings_brier_cost_into_members_error_and_their_disagreement():
+    """A setting whose members are as accurate as the reference's but agree more (disagreement 0.02 lower per image)
+    costs +0.02 Brier with 0 member error; one whose members err 0.01 more at the same disagreement costs +0.01 with
+    all of it member error. Each part has its interval over the images. A result cached before the parts were
+    recorded shows no split (and no table lines for it)."""
+    import numpy as np
+    import pytest
+
+    from diffseg.bench import quality
+
+    rng = np.random.default_rng(3)
+    err, dis, wobble = rng.uniform(0.1, 0.2, 40), rng.uniform(0.03, 0.06, 40), rng.normal(0, 0.002, 40)
+
+    def row(sampler, steps, d_err, d_dis):
+        e, d = err + d_err, dis + d_dis
+        return {"sampler": sampler, "steps": steps, "iou": 0.6, "ece": 0.05, "model_evaluations": steps * 400,
+                "wall_s": 1.0, "brier": float(np.mean(e - d)), "member_error": float(e.mean()),
+                "disagreement": float(d.mean()),
+                "per_image": {"iou": [0.6] * 40, "ece": [0.05] * 40, "brier": (e - d).tolist(),
+                              "member_error": e.tolist(), "disagreement": d.tolist()}}
+
+    result = {"dataset": "d", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+              "baseline": {"blur_otsu": [0.1] * 40},
+              "rows": [row("ddpm", 1000, 0, 0), row("ddim-eta0", 10, 0, -0.02 + wobble), row("worse", 10, 0.01, 0)]}
+    c = quality.compare(result)
+    surer, worse = (s["why"] for s in c["settings"])
+    assert surer["brier"]["mean"] == pytest.approx(0.02 - wobble.mean()) and surer["brier"]["ci"][0] > 0
+    assert surer["member_error"]["mean"] == pytest.approx(0) and surer["disagreement"]["ci"][1] < 0
+    assert worse["brier"]["mean"] == pytest.approx(0.01) == worse["member_error"]["mean"]
+    assert worse["disagreement"]["mean"] == pytest.approx(0)
+    text = quality.table({"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1, "results": [c],
+                          "per_dataset": quality.summary([c])})
+    assert "why (vote-fraction Brier = members' pixel error - their disagreement" in text
+    assert "ddim-eta0                10: Brier +0.02" in text and "worse" in text.split("why (")[1]
+    old = {**result, "rows": [{**r, "per_image": {k: r["per_image"][k] for k in ("iou", "ece")}}
+                              for r in result["rows"]]}
+    c = quality.compare(old)
+    assert [s["why"] for s in c["settings"]] == [None, None]
+    assert "why (" not in quality.table({"goal": quality.GOAL, "members": 10, "images": 40, "threads": 1,
+                                         "results": [c], "per_dataset": quality.summary([c])})
+
+
 def test_quality_target_contrast_is_the_difference_of_each_targets_own_few_step_cost():
     """Per image, (setting - DDPM-1000) with eps minus the same with v: a setting that costs 5 points more with eps is
     -5 with an interval below 0, one that costs both the same is 0 however far the two references lie apart (eps's

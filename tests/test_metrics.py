@@ -163,6 +163,28 @@ def test_vote_fraction_ece_is_bounded_by_the_members_error_and_the_grey_mean_is_
 
 
 @settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), members=st.integers(1, 12), spread=st.floats(0.0, 1.0))
+def test_vote_brier_is_member_error_minus_disagreement(seed, members, spread):
+    """The ambiguity decomposition the bench explains a sampler's cost with: per image, the vote fraction's Brier
+    score equals the members' pixel error minus their disagreement mean p (1 - p), for members of any grey level
+    (only their sign votes). Members that agree everywhere have disagreement 0 and Brier = their error; members that
+    split 50/50 on a pixel set have disagreement 0.25 there."""
+    g = torch.Generator().manual_seed(seed)
+    gt = to_signed(torch.rand(3, 1, 16, 16, generator=g) < 0.4)
+    base = torch.randn(3, 1, 1, 16, 16, generator=g)
+    x0 = (base + spread * torch.randn(3, members, 1, 16, 16, generator=g)).clamp(-1, 1)
+    diag = member_diagnostics(x0, gt)
+    vote, _, _ = ensemble_summary(x0)
+    for i in range(3):
+        b = brier(vote[i], gt[i] > 0).item()
+        assert b == pytest.approx(diag["member_error"][i].item() - diag["disagreement"][i].item(), abs=1e-6)
+    agree = base.expand(3, members, 1, 16, 16)
+    torch.testing.assert_close(member_diagnostics(agree, gt)["disagreement"], torch.zeros(3))
+    split = torch.cat([torch.ones(1, 1, 1, 4, 4), -torch.ones(1, 1, 1, 4, 4)], 1)
+    assert member_diagnostics(split, torch.ones(1, 1, 4, 4))["disagreement"].item() == pytest.approx(0.25)
+
+
+@settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 500), seed=st.integers(0, 1000), bins=st.integers(2, 20))
 def test_ece_bounded_and_adaptive_counts(n, seed, bins):
     g = torch.Generator().manual_seed(seed)

@@ -20,6 +20,10 @@ two independent ensembles' Monte-Carlo noise alone: their mean is how far the re
 the same starting noise), so its differences can spread less than the redraw's; ``spread_vs_redraw`` (variance of a
 setting's differences / variance of the redraw's) is below 1 where a setting tracks the reference more closely than a
 fresh draw of the reference itself does, and above 1 where it differs by more than sampling noise.
+What a setting's cost is made of (``why``): the vote fraction's Brier score is exactly the members' pixel error minus
+their disagreement mean p (1 - p) (``masks.member_diagnostics``), per image; each setting's per-image differences to
+the reference in all three, with intervals, say whether it loses because its members are worse or because they
+agree more (an ensemble that agrees more is surer, right or wrong). ECE is not additive; the Brier score is.
 Where a dataset has the default target (eps) and another, ``target_contrasts`` tests whether the few-step cost depends
 on the target: per image and setting, (setting - DDPM-1000) with eps minus the same with the other target.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
@@ -57,6 +61,7 @@ CONFIGS = [REFERENCE] + [(s, eta, k) for s, eta in SAMPLERS for k in (10, 20, 50
 GOAL = {"iou_points": 1.0, "ece": 0.01, "fewer_evaluations": 50}
 MEMBERS, IMAGES = 10, 16
 DEFAULT_TARGET = DiffusionConfig().target  # the target the few-step cost of the others is contrasted with
+WHY = ("brier", "member_error", "disagreement")  # Brier = member_error - disagreement, per image
 DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
 
 
@@ -93,9 +98,9 @@ def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int, seed: in
     trial.cfg = cfg
     rows = per_image_metrics(members, masks.cpu(), cfg.eval.ece_bins)
     name = sampler if eta is None else f"{sampler}-eta{eta:g}"
-    return {"sampler": name, "steps": steps, "iou": float(np.mean([r["iou"] for r in rows])),
-            "ece": float(np.mean([r["ece"] for r in rows])), "model_evaluations": steps * MEMBERS * len(rows),
-            "wall_s": wall, "per_image": {"iou": [r["iou"] for r in rows], "ece": [r["ece"] for r in rows]}}
+    per_image = {k: [r[k] for r in rows] for k in ("iou", "ece", *WHY)}
+    return {"sampler": name, "steps": steps, **{k: float(np.mean(v)) for k, v in per_image.items()},
+            "model_evaluations": steps * MEMBERS * len(rows), "wall_s": wall, "per_image": per_image}
 
 
 def baseline(trial: Trial) -> dict:
@@ -162,6 +167,16 @@ def _diffs(row: dict, ref: dict) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(row["per_image"]["ece"]) - ref["per_image"]["ece"])
 
 
+def why(row: dict, ref: dict) -> dict | None:
+    """A row's per-image differences to the reference in the vote fraction's Brier score and its two parts
+    (``WHY``: Brier = member_error - disagreement), each with its mean and 95 % interval; None for a result cached
+    before the parts were recorded."""
+    if not all(k in row["per_image"] for k in WHY):
+        return None
+    diffs = {k: np.asarray(row["per_image"][k]) - ref["per_image"][k] for k in WHY}
+    return {k: {"mean": float(d.mean()), "ci": list(case_interval(d)[:2])} for k, d in diffs.items()}
+
+
 def against_baseline(ref: dict, baseline: dict) -> dict:
     """The reference against the stronger training-free baseline on the same images: the paired per-image IoU
     difference in points, its 95 % interval, and ``reference_beats_it`` (the interval's lower bound above 0)."""
@@ -193,6 +208,7 @@ def compare(result: dict) -> dict:
                      "images_for_1pt": images_for(sd, 1.0),
                      "spread_vs_redraw": sd ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
                      "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo, ece_hi], "fewer_evaluations": fewer,
+                     "why": why(r, ref),
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
@@ -333,6 +349,20 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
             "results": compared, "per_dataset": summary(compared), "target_contrasts": target_contrasts(results)}
 
 
+def _why_lines(c: dict) -> list[str]:
+    """The settings' Brier differences to the reference split into members' error and disagreement."""
+    if c["reference"]["why"] is None:
+        return []
+    ref = c["reference"]
+    lines = [f"    why (vote-fraction Brier = members' pixel error - their disagreement, per image): DDPM-1000 "
+             f"{ref['brier']:.4f} = {ref['member_error']:.4f} - {ref['disagreement']:.4f}; each setting minus it:"]
+    for x, sampler in same_numbers(c["settings"], ("steps", *WHY)):
+        brier, error, disagreement = (f"{w['mean']:+.4f} [{w['ci'][0]:+.4f},{w['ci'][1]:+.4f}]"
+                                      for w in (x["why"][k] for k in WHY))
+        lines.append(f"    {sampler:22s} {x['steps']:4d}: Brier {brier} = error {error} - disagreement {disagreement}")
+    return lines
+
+
 def table(r: dict) -> str:
     g = r["goal"]
     lines = [f"ensemble quality vs cost ({r['members']} members, {r['images']} test images, cpu-budget EnsemDiff at "
@@ -368,6 +398,7 @@ def table(r: dict) -> str:
                          f"{x['ece']:6.3f} {x['ece_vs_ref']:+7.3f} [{elo:+7.3f},{ehi:+7.3f}] "
                          f"{x['fewer_evaluations']:6.0f} {x['wall_s']:7.1f} "
                          f"{'CI' if x['meets_goal_ci'] else 'yes' if x['meets_goal'] else ''}")
+        lines += _why_lines(c)
     for ds, rows in r.get("target_contrasts", {}).items():
         lines.append(f"  {ds}: one target minus another; the references (DDPM-1000, one trained model each), then each "
                      "setting's cost (d = setting - its own DDPM-1000; negative IoU / positive ECE: costs more with "

@@ -26,7 +26,7 @@ from ..metrics import (
 # per-image columns: the metrics of the ensemble probability (the experiment's rule, ``masks``), the grey-level
 # mean's ECE beside it, and the members' diagnostics that make a grey-level artefact visible
 PER_IMAGE = ("iou", "dice", "ece", "brier", "nll", "ged", "hm_iou", "unc_auroc", "fg_gt", "fg_pred",
-             "ece_softmean", "member_error", "binariness", "bg_prob", "bg_prob_softmean")
+             "ece_softmean", "member_error", "disagreement", "binariness", "bg_prob", "bg_prob_softmean")
 
 
 def per_image_metrics(members: torch.Tensor, gt: torch.Tensor, n_bins: int = 10,
