@@ -59,7 +59,7 @@ def member_diagnostics(samples: Tensor, gt: Tensor) -> dict[str, Tensor]:
     is better than its members by exactly how much they disagree."""
     y = (gt > 0).unsqueeze(1)
     fg = foreground(samples)
-    vote = fg.float().mean(1)
+    vote = member_probs(samples).mean(1)
     bg = ~y.squeeze(1)
     n_bg = bg.flatten(1).sum(1).double()
 
