@@ -24,8 +24,8 @@ def _study(e2_shift: float, tiles=6, patches=8, seeds=(0, 1, 2), seed=0):
                     e = base + shift + rng.normal(0, 0.005)
                     images.append({"trial_id": tid, "dataset": "d", "arm": arm, "seed": s, "image_id": f"t{t}#{p}",
                                    "case_id": f"t{t}", "iou": 0.8 + rng.normal(0, 0.01), "ece": e,
-                                   "ece_softmean": e + 0.1, "member_error": e + 0.01, "binariness": 0.9,
-                                   "bg_prob": 0.02})
+                                   "ece_softmean": e + 0.1, "member_error": e + 0.01, "disagreement": 0.004,
+                                   "binariness": 0.9, "bg_prob": 0.02})
     empty = pd.DataFrame(columns=["trial_id"])
     return StudyData("s", Path("/nonexistent"), {}, pd.DataFrame(trials), empty, empty, empty, pd.DataFrame(images),
                      empty, empty, empty)
@@ -35,6 +35,7 @@ def test_calibration_counts_cases_not_patches_and_can_go_either_way():
     up = findings.calibration(_study(+0.03)).iloc[0]
     assert up["n cases"] == 6 and up["verdict"] == "E2 raises ECE"  # 6 tiles, not 48 patches x 3 seeds
     assert up["smallest p at n"] == f"{2 / 2**6:.2g}" and up["ECE <= member error (images)"] == "100%"
+    assert up["E2 disagreement"] == 0.004
     down = findings.calibration(_study(-0.03)).iloc[0]
     assert down["verdict"] == "E2 lowers ECE"
     same = findings.calibration(_study(0.0, seed=1)).iloc[0]

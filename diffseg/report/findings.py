@@ -199,7 +199,8 @@ def calibration(d) -> pd.DataFrame:
                     row[f"{label} {name}"] = fmt_cases(summarise_cases(case_means(rows_, metric))) if len(
                         rows_) else "-"
             for metric, label in (("ece_softmean", "ECE E2 grey-level mean"), ("member_error", "E2 member error"),
-                                  ("binariness", "E2 binariness"), ("bg_prob", "E2 p on background")):
+                                  ("disagreement", "E2 disagreement"), ("binariness", "E2 binariness"),
+                                  ("bg_prob", "E2 p on background")):
                 if metric in e2 and e2[metric].notna().any():
                     row[label] = round(float(case_means(e2, metric).mean()), 3)
             if "member_error" in e2:
