@@ -351,9 +351,9 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
 
 def _why_lines(c: dict) -> list[str]:
     """The settings' Brier differences to the reference split into members' error and disagreement."""
-    if c["reference"]["why"] is None:
-        return []
     ref = c["reference"]
+    if ref["why"] is None:
+        return []
     lines = [f"    why (vote-fraction Brier = members' pixel error - their disagreement, per image): DDPM-1000 "
              f"{ref['brier']:.4f} = {ref['member_error']:.4f} - {ref['disagreement']:.4f}; each setting minus it:"]
     for x, sampler in same_numbers(c["settings"], ("steps", *WHY)):
