@@ -68,7 +68,8 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
                 "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
                 "per_image": {"iou": (iou + d_iou).tolist(), "ece": ece.tolist()}}
 
-    result = {"dataset": "d", "target": "eps", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+    result = {"dataset": "d", "target": "eps", "weighting": "uniform", "resolution": 32, "train_steps": 600,
+              "train_s": 1.0,
               "rows": [row("ddpm", 1000, 0.0), row("same", 10, 0.0), row("noisy", 10, spread), row("worse", 10, -0.05),
                        row("slow", 100, 0.0)],
               "baseline": {"blur_otsu": (iou - 0.3).tolist(), "all_foreground": (iou - 0.2).tolist()}}
@@ -117,7 +118,7 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                 "model_evaluations": steps * 10 * 400, "wall_s": 1.0,
                 "per_image": {"iou": (iou + d_iou).tolist(), "ece": [0.05] * 400}}
 
-    result = {"dataset": "d", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+    result = {"dataset": "d", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
               "redraw": row("ddpm", 1000, noise), "baseline": {"blur_otsu": [0.0] * 400},
               "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, noise), row("real", 10, noise + real),
                        row("shared", 10, np.sqrt(0.5) * noise)]}
@@ -158,7 +159,8 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: seeds.append(seed)
                         or row(s, k, 0.0))
     monkeypatch.setattr(quality, "_trained", lambda *a: types.SimpleNamespace(
-        cfg=types.SimpleNamespace(data=types.SimpleNamespace(resolution=32), train=types.SimpleNamespace(steps=6))))
+        cfg=types.SimpleNamespace(data=types.SimpleNamespace(resolution=32), train=types.SimpleNamespace(steps=6),
+                                  diffusion=types.SimpleNamespace(weighting="v"))))
     for above, drawn in ((-0.01, True), (0.01, False)):
         seeds.clear()
         monkeypatch.setattr(quality, "baseline", lambda trial, a=above: {"all_foreground": (iou + a).tolist()})
@@ -195,7 +197,7 @@ def test_quality_why_splits_a_settings_brier_cost_into_members_error_and_their_d
                 "per_image": {"iou": [0.6] * 40, "ece": [0.05] * 40, "brier": (e - d).tolist(),
                               "member_error": e.tolist(), "disagreement": d.tolist()}}
 
-    result = {"dataset": "d", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+    result = {"dataset": "d", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
               "baseline": {"blur_otsu": [0.1] * 40},
               "rows": [row("ddpm", 1000, 0, 0), row("ddim-eta0", 10, 0, -0.02 + wobble), row("worse", 10, 0.01, 0)]}
     c = quality.compare(result)
@@ -273,7 +275,7 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
                 "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
                 "per_image": {"iou": (iou + d).tolist(), "ece": [0.05] * 16}}
 
-    learned = {"dataset": "a", "target": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
+    learned = {"dataset": "a", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
                "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01), row("ddpm", 10, -0.02)],
                "redraw": row("ddpm", 1000, 0.005), "baseline": {"all_foreground": (iou - 0.3).tolist()}}
     failed = {**learned, "dataset": "b", "redraw": None, "baseline": {"all_foreground": iou.tolist()}}

@@ -90,3 +90,20 @@ def test_trial_result_is_the_contract(tmp_path):
     assert TrialResult.from_dict(as_json).to_dict() == as_json
     with pytest.raises(ValueError, match="status 'done' is not one of"):
         TrialResult.from_dict({**r.to_dict(), "status": "done"})
+
+
+def test_the_target_studies_and_the_quality_bench_train_each_target_on_its_plain_mse():
+    """One owner (``weighting.PLAIN_MSE``) of how a target is trained where targets are compared: the
+    ``calibration_targets`` study's arms and the quality bench's trials agree with it, and the bench's cached
+    results are named by it (results of another training are not reused)."""
+    from diffseg.bench import quality
+    from diffseg.diffusion import TARGETS
+    from diffseg.diffusion.weighting import PLAIN_MSE
+
+    arms = [a.overrides for a in load_spec("calibration_targets").arms() if "diffusion.target" in a.overrides]
+    assert {a["diffusion.target"] for a in arms} == set(TARGETS)
+    assert all(a["diffusion.weighting"] == PLAIN_MSE[a["diffusion.target"]] for a in arms), arms
+    for target in TARGETS:
+        cfg = quality._config("isic2017", target, "/tmp/unused", 16, {})
+        assert (cfg.diffusion.target, cfg.diffusion.weighting) == (target, PLAIN_MSE[target])
+        assert f"-{target}-{PLAIN_MSE[target]}-" in quality.cache_name("isic2017", target, 16, 32, None)

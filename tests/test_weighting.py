@@ -97,3 +97,21 @@ def test_min_snr_bounded_and_soft_below_hard(gamma, log_snr):
     hard = make_weighting("min_snr", gamma=gamma)(snr)
     soft = make_weighting("soft_min_snr", gamma=gamma)(snr)
     assert 0 < soft.item() <= hard.item() <= 1
+
+
+@pytest.mark.parametrize("schedule", [("linear", False), ("cosine", False), ("linear", True)])
+def test_each_target_trains_on_its_own_plain_mse_and_not_on_anothers(schedule):
+    """PLAIN_MSE[target] weighs the target's native MSE by exactly 1 at every step (zero terminal SNR included);
+    another target's plain MSE does not (so the pairing is what a comparison of targets must hold fixed)."""
+    from diffseg.diffusion import TARGETS
+    from diffseg.diffusion.weighting import PLAIN_MSE
+
+    s = make_schedule(schedule[0], 1000, zero_terminal_snr=schedule[1])
+    assert set(PLAIN_MSE) == set(TARGETS)
+    for target in TARGETS:
+        for other in TARGETS:
+            tab = loss_weight_table(make_weighting(PLAIN_MSE[other]), s, target)
+            if other == target:
+                torch.testing.assert_close(tab, torch.ones_like(tab), rtol=1e-12, atol=0)
+            else:
+                assert tab.max() / tab.min() > 10, (target, other)

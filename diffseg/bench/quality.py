@@ -1,6 +1,8 @@
 """Ensemble quality against cost: per dataset and prediction target (eps, v, x0) one trained EnsemDiff (the ``cpu``
-budget: the smoke model at 600 steps), its 10-member test ensemble drawn with DDPM-1000 (the reference) and with
-DDPM, DDIM (eta 0 and 1) and DPM-Solver++(2M) at 10, 20 and 50 steps, from the same weights and test images.
+budget: the smoke model at 600 steps), each target trained on its own plain MSE (``weighting.PLAIN_MSE``: eps
+uniform, v v, x0 x0_mse, as the ``calibration_targets`` study trains them), its 10-member test ensemble drawn with
+DDPM-1000 (the reference) and with DDPM, DDIM (eta 0 and 1) and DPM-Solver++(2M) at 10, 20 and 50 steps, from the
+same weights and test images.
 Probabilities are the members' vote fraction (``masks.VOTE``). Per setting: IoU, ECE (10 bins), model
 evaluations, wall time, and the per-image paired difference to the reference with its 95 % BCa bootstrap interval
 over test images (``metrics.cases.case_interval``; each image of these sets is its own case), its per-image SD and
@@ -47,6 +49,7 @@ import torch
 
 from ..budgets import budget_overlay
 from ..diffusion.targets import TARGETS
+from ..diffusion.weighting import PLAIN_MSE
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.config import DiffusionConfig
 from ..experiments.evaluate import per_image_metrics
@@ -73,7 +76,8 @@ def scale_overrides(resolution: int | None = None, train_steps: int | None = Non
 
 def _config(dataset: str, target: str, out: str, images: int, scale: dict) -> TrialConfig:
     return TrialConfig.from_dict({**budget_overlay("cpu", dataset), **scale, "data.dataset": dataset,
-                                  "diffusion.target": target, "eval.ensemble": MEMBERS, "eval.test_max_images": images,
+                                  "diffusion.target": target, "diffusion.weighting": PLAIN_MSE[target],
+                                  "eval.ensemble": MEMBERS, "eval.test_max_images": images,
                                   "eval.curve_points": 2, "output_dir": out})
 
 
@@ -128,7 +132,8 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
         rows, base = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS], baseline(trial)
         learned = against_baseline(rows[0], base)["reference_beats_it"]
         redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned else None
-    return {"dataset": dataset, "target": target, "resolution": trial.cfg.data.resolution,
+    return {"dataset": dataset, "target": target, "weighting": trial.cfg.diffusion.weighting,
+            "resolution": trial.cfg.data.resolution,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
             "baseline": base}
 
@@ -213,7 +218,8 @@ def compare(result: dict) -> dict:
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
                      "meets_goal_ci": bool(cheap and -GOAL["iou_points"] <= iou_lo and iou_hi <= GOAL["iou_points"]
                                            and -GOAL["ece"] <= ece_lo and ece_hi <= GOAL["ece"])})
-    out = {"dataset": result["dataset"], "target": result["target"], "resolution": result["resolution"],
+    out = {"dataset": result["dataset"], "target": result["target"], "weighting": result["weighting"],
+           "resolution": result["resolution"],
            "train_steps": result["train_steps"], "train_s": result["train_s"],
            "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None,
            "baseline": against_baseline(ref, result["baseline"])}
@@ -317,8 +323,9 @@ def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
 
 
 def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None) -> str:
+    """Named by the target's training (its weighting too: results of another training are not reused)."""
     steps = f"-{train_steps}steps" if train_steps else ""
-    return f"{dataset}-{target}-{resolution or 'cpu'}px-{images}img{steps}.json"
+    return f"{dataset}-{target}-{PLAIN_MSE[target]}-{resolution or 'cpu'}px-{images}img{steps}.json"
 
 
 def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
@@ -372,7 +379,8 @@ def table(r: dict) -> str:
     for c in r["results"]:
         ref = c["reference"]
         b = c["baseline"]
-        lines.append(f"  {c['dataset']} / {c['target']} ({c['train_steps']} training steps): DDPM-1000 IoU "
+        lines.append(f"  {c['dataset']} / {c['target']} (weighting {c['weighting']}, {c['train_steps']} training "
+                     "steps): DDPM-1000 IoU "
                      f"{ref['iou']:.3f} ECE {ref['ece']:.3f} ({ref['wall_s']:.0f} s; n = {c['n_images']} images); "
                      f"training-free {b['method']} IoU {b['iou']:.3f} (the stronger; "
                      f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "

@@ -158,6 +158,13 @@ def _curve(values: Sequence[float]) -> Weighting:
     return CurveWeighting(name="curve", params={"values": list(values)}, values=values)
 
 
+# Each prediction target's own plain MSE as a weighting (w_target = 1: the native loss unweighted), the way a target
+# is trained when targets are compared (the ``calibration_targets`` study, the quality bench): another target's
+# weighting borrowed with it changes two things at once (e.g. v trained on the eps-MSE weighs its large-t errors by
+# SNR / (1 + SNR), down to 0).
+PLAIN_MSE = {"eps": "uniform", "v": "v", "x0": "x0_mse"}
+
+
 def make_weighting(name: str, **params: Any) -> Weighting:
     """Build a registered weighting by name with its parameters."""
     return WEIGHTINGS.build(name, **params)
