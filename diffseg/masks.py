@@ -58,15 +58,15 @@ def member_diagnostics(samples: Tensor, gt: Tensor) -> dict[str, Tensor]:
     (p - y)^2 + p (1 - p) for binary votes v_n: the ambiguity decomposition, Krogh & Vedelsby 1995): an ensemble
     is better than its members by exactly how much they disagree."""
     y = (gt > 0).unsqueeze(1)
-    fg = foreground(samples)
-    vote = member_probs(samples).mean(1)
+    votes = member_probs(samples)  # [x0 > 0] per member
+    vote = votes.mean(1)
     bg = ~y.squeeze(1)
     n_bg = bg.flatten(1).sum(1).double()
 
     def on_bg(p: Tensor) -> Tensor:  # NaN for an image without background
         return (p * bg).flatten(1).sum(1).double() / n_bg.where(n_bg > 0, torch.nan)
 
-    return {"member_error": (fg != y).float().flatten(1).mean(1),
+    return {"member_error": (votes - y.float()).abs().flatten(1).mean(1),
             "disagreement": (vote * (1 - vote)).flatten(1).mean(1),
             "binariness": (samples.abs() > 0.9).float().flatten(1).mean(1),
             "bg_prob": on_bg(vote), "bg_prob_softmean": on_bg(member_probs(samples, SOFT).mean(1))}
