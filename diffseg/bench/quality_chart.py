@@ -67,7 +67,9 @@ def chart(result: dict):
     ]
     black = ["black: DDPM-1000 drawn again (the noise floor)"] if (data.kind == "floor").any() else []
     title = alt.TitleParams([f"few-step ensembles against DDPM-1000 ({result['members']} members)",
-                             "goal: inside the dashed band, left of the dashed budget line", *black], anchor="start")
+                             "goal: inside the dashed band, left of the dashed budget line",
+                             "not worse: above the band's lower IoU edge, below its upper ECE edge", *black],
+                            anchor="start")
     return alt.layer(*layers, data=data).properties(width=260, height=200).facet(
         row=alt.Row("metric:N", title=None, sort=[m[2] for m in METRICS]),
         column=alt.Column("panel:N", title=None)).resolve_scale(y="independent").properties(title=title)
