@@ -105,6 +105,46 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
              "per_dataset": {"d": d}})
 
 
+def test_quality_interval_flags_are_bonferroni_over_the_distinct_cheap_settings_of_the_counted_targets():
+    """"Some setting passes" over m settings is decided on 1 - 0.05 / m intervals. m counts the settings at >= 50x
+    fewer evaluations of each learned target, DDPM and DDIM eta 1 (equal rows) once, nothing of a target that did not
+    learn. A setting 0.4 IoU points lower, +-1 point per image over 16 images, is not worse on its 95 % interval
+    (lower bound -0.90) and not on the 99.75 % one of 20 settings (-1.28)."""
+    import numpy as np
+
+    from diffseg.bench import quality
+
+    rng = np.random.default_rng(0)
+    iou, ece = rng.uniform(0.5, 0.9, 16), rng.uniform(0.02, 0.1, 16)
+    edge = np.where(np.arange(16) % 2, 0.006, -0.014)
+
+    def row(sampler, steps, d_iou):
+        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)), "ece": float(ece.mean()),
+                "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
+                "per_image": {"iou": (iou + d_iou).tolist(), "ece": ece.tolist()}}
+
+    def result(dataset, target, base):
+        return {"dataset": dataset, "target": target, "weighting": "uniform", "resolution": 32, "train_steps": 600,
+                "train_s": 1.0, "rows": [row("ddpm", 1000, 0.0), row("ddpm", 10, edge), row("ddim-eta1", 10, edge),
+                                         row("ddim-eta0", 10, 0.0), row("ddpm", 50, 0.0)],
+                "baseline": {"blur_otsu": (iou - base).tolist(), "all_foreground": (iou - 0.3).tolist()}}
+
+    learned, failed = result("d", "v", 0.3), result("d", "eps", 0.0)  # eps: equal to blur + Otsu per image
+    assert quality.family_size([learned, failed, result("e", "v", 0.3), result("e", "x0", 0.3)]) == {"d": 2, "e": 4}
+    alone, among_20 = quality.compare(learned), quality.compare(learned, family=20)
+    assert alone["decision_level"] == 0.95 and among_20["decision_level"] == 1 - 0.05 / 20
+    assert [s["not_worse_ci"] for s in alone["settings"]] == [True, True, True, False]  # ddpm-50: 20x, not cheap
+    assert [s["not_worse_ci"] for s in among_20["settings"]] == [False, False, True, False]
+    assert among_20["settings"][0]["iou_points_ci"] == alone["settings"][0]["iou_points_ci"]  # shown: 95 %
+    assert among_20["settings"][0]["decision_ci"]["iou_points"][0] < -1 < alone["settings"][0]["iou_points_ci"][0]
+    d = quality.summary([among_20])["d"]
+    assert (d["family"], d["not_worse_by_ci"], d["not_worse_by"]) == (20, ["v/ddim-eta0-10"], [
+        "v/ddpm-10", "v/ddim-eta1-10", "v/ddim-eta0-10"])
+    assert "Bonferroni over 20 settings: 99.75 % intervals" in quality.table(
+        {"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1, "results": [among_20],
+         "per_dataset": {"d": d}})
+
+
 def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_spread_is_measured_against_it(
         monkeypatch):
     """The reference drawn again differs from it by noise alone: its SD / sqrt(2) is one draw's noise. A setting whose

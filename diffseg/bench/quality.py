@@ -14,6 +14,9 @@ within the tolerance (an equivalence test; with 16 images it needs a small per-i
 a setting clearly better than the reference misses it. ``not_worse`` / ``not_worse_ci`` ask the question a user of
 the segmentation asks, whether few steps lose quality: IoU at most 1 point lower and ECE at most 0.01 higher (on the
 interval: its IoU lower bound >= -1 point and its ECE upper bound <= +0.01, a non-inferiority test).
+The interval flags decide "some setting passes" over many settings, so they use Bonferroni's intervals: level 1 -
+0.05 / m with m the distinct settings at >= 50x fewer evaluations over the dataset's counted targets
+(``family_size``; DDPM and DDIM eta 1 are one setting); the table's intervals stay 95 % per comparison.
 Where the noise floor (below) is wider than the tolerance, a point estimate within it is Monte-Carlo noise:
 ``unresolved`` names those targets, and there only the interval flags are evidence. All count only
 where the model learned something: the reference must beat the stronger training-free baseline (blur + Otsu, all
@@ -133,8 +136,7 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
         trial = _trained(dataset, target, tmp, images, scale or {})
         train_s = time.perf_counter() - t0
         rows, base = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS], baseline(trial)
-        learned = against_baseline(rows[0], base)["reference_beats_it"]
-        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned else None
+        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned({"rows": rows, "baseline": base}) else None
     return {"dataset": dataset, "target": target, "weighting": trial.cfg.diffusion.weighting,
             "resolution": trial.cfg.data.resolution,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
@@ -146,7 +148,7 @@ def add_redraw(result: dict, images: int, scale: dict) -> dict:
     config and must reproduce the cached DDPM-10 row image by image first, or the redraw would measure another
     model. Where the reference does not beat the baseline it gets none (``redraw`` None): its samplers are not
     counted, so their spread against the noise floor is not needed."""
-    if not against_baseline(result["rows"][0], result["baseline"])["reference_beats_it"]:
+    if not learned(result):
         return {**result, "redraw": None}
     check = next(r for r in result["rows"] if (r["sampler"], r["steps"]) == ("ddpm", 10))
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,26 +198,50 @@ def against_baseline(ref: dict, baseline: dict) -> dict:
             "reference_points_vs_baseline": float(learned.mean()), "ci": [lo, hi], "reference_beats_it": bool(lo > 0)}
 
 
-def compare(result: dict) -> dict:
+def learned(result: dict) -> bool:
+    """Whether a (dataset, target) result's reference beats the stronger training-free baseline."""
+    return against_baseline(result["rows"][0], result["baseline"])["reference_beats_it"]
+
+
+def _cheap(rows: list[dict]) -> list[dict]:
+    return [r for r in rows[1:] if rows[0]["model_evaluations"] / r["model_evaluations"] >= GOAL["fewer_evaluations"]]
+
+
+def family_size(results: list[dict]) -> dict[str, int]:
+    """Per dataset, the settings its interval flags decide over: the distinct settings at >= 50x fewer evaluations
+    (rows with equal numbers, DDPM and DDIM eta 1, are one) of each counted (learned) target, summed."""
+    out: dict[str, int] = {}
+    for r in results:
+        if learned(r):
+            out[r["dataset"]] = out.get(r["dataset"], 0) + len(same_numbers(_cheap(r["rows"]), ("steps", "iou", "ece")))
+    return out
+
+
+def compare(result: dict, family: int = 1) -> dict:
     """Each setting against the reference (the first row) of its (dataset, target): paired differences with
-    intervals, and whether it meets the goal on the point estimates (``meets_goal``) and on the interval
-    (``meets_goal_ci``); with a redraw, the noise floor and each setting's spread against it."""
+    95 % intervals, and whether it meets the goal on the point estimates (``meets_goal``, ``not_worse``) and on the
+    interval (``meets_goal_ci``, ``not_worse_ci``: Bonferroni's interval over ``family`` settings, level
+    ``decision_level``); with a redraw, the noise floor and each setting's spread against it."""
     ref, rows = result["rows"][0], []
+    level = 1 - 0.05 / max(1, family)
     floor = result.get("redraw")
     floor_iou, floor_ece = _diffs(floor, ref) if floor else (None, None)
     floor_sd = _spread(floor_iou) if floor else None
     for r in result["rows"]:
         d_iou, d_ece = _diffs(r, ref)
         sd = _spread(d_iou)
-        (iou_lo, iou_hi, _), (ece_lo, ece_hi, _) = case_interval(d_iou), case_interval(d_ece)
+        (iou_lo95, iou_hi95, _), (ece_lo95, ece_hi95, _) = case_interval(d_iou), case_interval(d_ece)
+        (iou_lo, iou_hi, _), (ece_lo, ece_hi, _) = ((iou_lo95, iou_hi95, 0), (ece_lo95, ece_hi95, 0)) if family <= 1 \
+            else (case_interval(d_iou, level=level), case_interval(d_ece, level=level))
         fewer = ref["model_evaluations"] / r["model_evaluations"]
         cheap = fewer >= GOAL["fewer_evaluations"]
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
-                     "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo, iou_hi],
+                     "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo95, iou_hi95],
+                     "decision_ci": {"iou_points": [iou_lo, iou_hi], "ece": [ece_lo, ece_hi]},
                      "iou_points_sd": sd, "iou_points_mde": resolution(d_iou)["mde"],
                      "images_for_1pt": images_for(sd, 1.0),
                      "spread_vs_redraw": sd ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
-                     "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo, ece_hi], "fewer_evaluations": fewer,
+                     "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo95, ece_hi95], "fewer_evaluations": fewer,
                      "why": why(r, ref),
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
@@ -226,7 +252,8 @@ def compare(result: dict) -> dict:
     out = {"dataset": result["dataset"], "target": result["target"], "weighting": result["weighting"],
            "resolution": result["resolution"],
            "train_steps": result["train_steps"], "train_s": result["train_s"],
-           "n_images": len(ref["per_image"]["iou"]), "reference": rows[0], "settings": rows[1:], "noise_floor": None,
+           "n_images": len(ref["per_image"]["iou"]), "family": family, "decision_level": level,
+           "reference": rows[0], "settings": rows[1:], "noise_floor": None,
            "baseline": against_baseline(ref, result["baseline"])}
     if floor:
         floor_ci = list(case_interval(floor_iou)[:2])
@@ -252,7 +279,8 @@ def summary(compared: list[dict]) -> dict:
     ``reached`` is not evidence and only ``reached_ci`` decides."""
     out = {}
     for c in compared:
-        d = out.setdefault(c["dataset"], {"reached": False, "reached_ci": False, "by": [], "by_ci": [],
+        d = out.setdefault(c["dataset"], {"family": c["family"], "decision_level": c["decision_level"],
+                                          "reached": False, "reached_ci": False, "by": [], "by_ci": [],
                                           "not_worse": False, "not_worse_ci": False, "not_worse_by": [],
                                           "not_worse_by_ci": [], "closest": None, "not_learned": [],
                                           "unresolved": []})
@@ -318,8 +346,7 @@ def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
             if b["baseline"] != o["baseline"]:
                 raise ValueError(f"{ds}: the {base} and {target} results hold other test images (their training-free "
                                  "baselines differ per image); measure both with the same --images")
-            head = {"target": base, "against": target,
-                    "counted": all(against_baseline(x["rows"][0], x["baseline"])["reference_beats_it"] for x in (b, o))}
+            head = {"target": base, "against": target, "counted": learned(b) and learned(o)}
             b_ref, o_ref = b["rows"][0], o["rows"][0]
             rows = out.setdefault(ds, [])
             rows.append({**head, "what": "reference", "sampler": b_ref["sampler"], "steps": b_ref["steps"],
@@ -362,7 +389,8 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
             if path is not None:
                 atomic_write_text(path, json.dumps(r))
             results.append(r)
-    compared = [compare(r) for r in results]
+    family = family_size(results)
+    compared = [compare(r, family.get(r["dataset"], 1)) for r in results]
     return {"goal": GOAL, "members": MEMBERS, "images": images, "threads": torch.get_num_threads(),
             "results": compared, "per_dataset": summary(compared), "target_contrasts": target_contrasts(results)}
 
@@ -446,6 +474,7 @@ def table(r: dict) -> str:
             caveats += (f"; the noise floor is wider than the goal for {', '.join(d['unresolved'])}: 'reached' and "
                         "'not worse' on the point estimates are noise there, not evidence")
         lines.append(f"  {ds}: reached {d['reached']} ({', '.join(d['by']) or '-'}), on the interval "
+                     f"(Bonferroni over {d['family']} settings: {100 * d['decision_level']:.2f} % intervals) "
                      f"{d['reached_ci']} ({', '.join(d['by_ci']) or '-'}); not worse {d['not_worse']} "
                      f"({', '.join(d['not_worse_by']) or '-'}), on the interval {d['not_worse_ci']} "
                      f"({', '.join(d['not_worse_by_ci']) or '-'}); closest at >= {g['fewer_evaluations']}x: "

@@ -5,7 +5,8 @@ Every per-image value is first averaged within its case (over its patches, then 
 of the same test case, not new cases), and intervals and tests are over cases.
 
 - ``case_means``: per-case means of a metric (or of a paired difference of two arms).
-- ``case_interval``: 95 % bootstrap interval of the mean over cases (scipy's BCa; where BCa cannot be computed,
+- ``case_interval``: 95 % (or another level) bootstrap interval of the mean over cases (scipy's BCa; where BCa
+  cannot be computed,
   e.g. all cases nearly equal or too few distinct values, the percentile interval, and the method says so:
   scipy's degenerate-data warnings are never silenced, they choose the fallback).
 - ``resolution``: what the test can decide at that n: the smallest two-sided p the Wilcoxon signed-rank test
@@ -41,8 +42,8 @@ def paired_case_differences(arm: pd.DataFrame, base: pd.DataFrame, metric: str) 
     return case_means(j.rename(columns={"d": "_d"}), "_d", key)
 
 
-def case_interval(values, seed: int = 0) -> tuple[float, float, str]:
-    """(low, high, method) of the 95 % bootstrap interval of the mean of ``values`` (one per case)."""
+def case_interval(values, seed: int = 0, level: float = 0.95) -> tuple[float, float, str]:
+    """(low, high, method) of the ``level`` (95 %) bootstrap interval of the mean of ``values`` (one per case)."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2:
         return math.nan, math.nan, NONE
@@ -51,13 +52,13 @@ def case_interval(values, seed: int = 0) -> tuple[float, float, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", stats.DegenerateDataWarning)
         try:
-            ci = stats.bootstrap((x,), np.mean, n_resamples=9999, method="BCa",
+            ci = stats.bootstrap((x,), np.mean, n_resamples=9999, method="BCa", confidence_level=level,
                                  random_state=np.random.default_rng(seed)).confidence_interval
             if np.isfinite(ci.low) and np.isfinite(ci.high):
                 return float(ci.low), float(ci.high), BCA
         except stats.DegenerateDataWarning:
             pass
-    ci = stats.bootstrap((x,), np.mean, n_resamples=9999, method="percentile",
+    ci = stats.bootstrap((x,), np.mean, n_resamples=9999, method="percentile", confidence_level=level,
                          random_state=np.random.default_rng(seed)).confidence_interval
     return float(ci.low), float(ci.high), PERCENTILE
 
