@@ -145,6 +145,18 @@ def test_quality_interval_flags_are_bonferroni_over_the_distinct_cheap_settings_
          "per_dataset": {"d": d}})
 
 
+def test_quality_seed_trains_another_model_on_the_same_test_images_and_names_its_cache():
+    from diffseg.bench import quality
+    from diffseg.experiments import TrialConfig
+
+    cfgs = {seed: quality._config("isic2017", "v", "/tmp/x", 16, quality.scale_overrides(32, None, seed))
+            for seed in (None, 1)}
+    assert (cfgs[None].seed, cfgs[1].seed) == (TrialConfig().seed, 1) == (0, 1)
+    assert cfgs[None].data == cfgs[1].data  # the same split (its own seed), resolution and test images
+    names = {seed: quality.cache_name("isic2017", "v", 40, 32, None, seed) for seed in (None, 0, 1)}
+    assert names[None] == names[0] != names[1] and names[1].endswith("-seed1.json")
+
+
 def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_spread_is_measured_against_it(
         monkeypatch):
     """The reference drawn again differs from it by noise alone: its SD / sqrt(2) is one draw's noise. A setting whose

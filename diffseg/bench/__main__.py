@@ -20,7 +20,8 @@ ALL = ("data", "models", "sampling", "fingerprint", "quality", "study", "threads
 def _bench_args(name: str, args) -> dict:
     """The options a benchmark takes, those given only."""
     given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images,
-                         "resolution": args.resolution, "train_steps": args.train_steps, "cache": args.cache},
+                         "resolution": args.resolution, "train_steps": args.train_steps, "cache": args.cache,
+                         "seed": args.seed},
              "study": {"repeat": args.repeat}, "threads": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality: only these prediction targets (repeatable)")
     parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
     parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="quality: the trial's seed (default 0): another trained model on the same test images")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="quality: training steps instead of the cpu budget's")
     parser.add_argument("--chart", type=Path, default=None, metavar="FILE.png",

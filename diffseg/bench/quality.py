@@ -74,9 +74,10 @@ WHY = ("brier", "member_error", "disagreement")  # Brier = member_error - disagr
 DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
 
 
-def scale_overrides(resolution: int | None = None, train_steps: int | None = None) -> dict:
-    """The cpu budget's resolution and training steps, replaced where given (dotted TrialConfig keys)."""
-    given = {"data.resolution": resolution, "train.steps": train_steps}
+def scale_overrides(resolution: int | None = None, train_steps: int | None = None, seed: int | None = None) -> dict:
+    """The cpu budget's resolution and training steps and the trial's seed (training and, offset, the ensembles'
+    noise; the data split has its own), replaced where given (dotted TrialConfig keys)."""
+    given = {"data.resolution": resolution, "train.steps": train_steps, "seed": seed}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -138,7 +139,7 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
         rows, base = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS], baseline(trial)
         redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned({"rows": rows, "baseline": base}) else None
     return {"dataset": dataset, "target": target, "weighting": trial.cfg.diffusion.weighting,
-            "resolution": trial.cfg.data.resolution,
+            "resolution": trial.cfg.data.resolution, "seed": trial.cfg.seed,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
             "baseline": base}
 
@@ -251,6 +252,7 @@ def compare(result: dict, family: int = 1) -> dict:
                      "not_worse_ci": bool(cheap and iou_lo >= -GOAL["iou_points"] and ece_hi <= GOAL["ece"])})
     out = {"dataset": result["dataset"], "target": result["target"], "weighting": result["weighting"],
            "resolution": result["resolution"],
+           "seed": result.get("seed", 0),  # results measured before the seed was recorded: the config's default, 0
            "train_steps": result["train_steps"], "train_s": result["train_s"],
            "n_images": len(ref["per_image"]["iou"]), "family": family, "decision_level": level,
            "reference": rows[0], "settings": rows[1:], "noise_floor": None,
@@ -360,20 +362,23 @@ def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
     return out
 
 
-def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None) -> str:
-    """Named by the target's training (its weighting too: results of another training are not reused)."""
+def cache_name(dataset: str, target: str, images: int, resolution: int | None, train_steps: int | None,
+               seed: int | None = None) -> str:
+    """Named by the target's training (its weighting and seed too: results of another training are not reused)."""
     steps = f"-{train_steps}steps" if train_steps else ""
-    return f"{dataset}-{target}-{PLAIN_MSE[target]}-{resolution or 'cpu'}px-{images}img{steps}.json"
+    seeded = f"-seed{seed}" if seed else ""
+    return f"{dataset}-{target}-{PLAIN_MSE[target]}-{resolution or 'cpu'}px-{images}img{steps}{seeded}.json"
 
 
 def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
-        resolution: int | None = None, train_steps: int | None = None) -> dict:
+        resolution: int | None = None, train_steps: int | None = None, seed: int | None = None) -> dict:
     """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores),
-    ``train_steps`` its training steps (for a set the model does not learn in them)."""
-    scale, results = scale_overrides(resolution, train_steps), []
+    ``train_steps`` its training steps (for a set the model does not learn in them), ``seed`` the trial's seed (0:
+    another trained model on the same test images)."""
+    scale, results = scale_overrides(resolution, train_steps, seed), []
     for ds in datasets:
         for target in targets:
-            path = Path(cache) / cache_name(ds, target, images, resolution, train_steps) if cache else None
+            path = Path(cache) / cache_name(ds, target, images, resolution, train_steps, seed) if cache else None
             if path is not None and path.exists():
                 r = {"train_steps": budget_overlay("cpu", ds)["train.steps"],  # files named without steps: cpu's
                      **json.loads(path.read_text())}
@@ -426,7 +431,7 @@ def table(r: dict) -> str:
         ref = c["reference"]
         b = c["baseline"]
         lines.append(f"  {c['dataset']} / {c['target']} (weighting {c['weighting']}, {c['train_steps']} training "
-                     "steps): DDPM-1000 IoU "
+                     f"steps, seed {c['seed']}): DDPM-1000 IoU "
                      f"{ref['iou']:.3f} ECE {ref['ece']:.3f} ({ref['wall_s']:.0f} s; n = {c['n_images']} images); "
                      f"training-free {b['method']} IoU {b['iou']:.3f} (the stronger; "
                      f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "
