@@ -221,7 +221,7 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
                         or row(s, k, 0.0))
     monkeypatch.setattr(quality, "_trained", lambda *a: types.SimpleNamespace(
         cfg=types.SimpleNamespace(data=types.SimpleNamespace(resolution=32), train=types.SimpleNamespace(steps=6),
-                                  diffusion=types.SimpleNamespace(weighting="v"))))
+                                  diffusion=types.SimpleNamespace(weighting="v"), seed=0)))
     for above, drawn in ((-0.01, True), (0.01, False)):
         seeds.clear()
         monkeypatch.setattr(quality, "baseline", lambda trial, a=above: {"all_foreground": (iou + a).tolist()})
