@@ -231,18 +231,18 @@ def compare(result: dict, family: int = 1) -> dict:
     for r in result["rows"]:
         d_iou, d_ece = _diffs(r, ref)
         sd = _spread(d_iou)
-        (iou_lo95, iou_hi95, _), (ece_lo95, ece_hi95, _) = case_interval(d_iou), case_interval(d_ece)
-        (iou_lo, iou_hi, _), (ece_lo, ece_hi, _) = ((iou_lo95, iou_hi95, 0), (ece_lo95, ece_hi95, 0)) if family <= 1 \
-            else (case_interval(d_iou, level=level), case_interval(d_ece, level=level))
+        iou95, ece95 = case_interval(d_iou)[:2], case_interval(d_ece)[:2]
+        (iou_lo, iou_hi), (ece_lo, ece_hi) = (iou95, ece95) if family <= 1 else (
+            case_interval(d_iou, level=level)[:2], case_interval(d_ece, level=level)[:2])
         fewer = ref["model_evaluations"] / r["model_evaluations"]
         cheap = fewer >= GOAL["fewer_evaluations"]
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
-                     "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": [iou_lo95, iou_hi95],
+                     "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": list(iou95),
                      "decision_ci": {"iou_points": [iou_lo, iou_hi], "ece": [ece_lo, ece_hi]},
                      "iou_points_sd": sd, "iou_points_mde": resolution(d_iou)["mde"],
                      "images_for_1pt": images_for(sd, 1.0),
                      "spread_vs_redraw": sd ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
-                     "ece_vs_ref": float(d_ece.mean()), "ece_ci": [ece_lo95, ece_hi95], "fewer_evaluations": fewer,
+                     "ece_vs_ref": float(d_ece.mean()), "ece_ci": list(ece95), "fewer_evaluations": fewer,
                      "why": why(r, ref),
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
                                         and abs(d_ece.mean()) <= GOAL["ece"]),
@@ -278,7 +278,7 @@ def summary(compared: list[dict]) -> dict:
     another, and that says nothing of the samplers (``not_learned`` lists those targets). ``unresolved`` lists the
     counted targets whose noise floor does not resolve the goal (the reference drawn again: its 95 % interval
     wider than +-1 IoU point, or not drawn): there a point estimate within 1 point is Monte-Carlo noise, so
-    ``reached`` is not evidence and only ``reached_ci`` decides."""
+    ``reached`` and ``not_worse`` are not evidence and only the interval flags decide."""
     out = {}
     for c in compared:
         d = out.setdefault(c["dataset"], {"family": c["family"], "decision_level": c["decision_level"],
@@ -373,8 +373,8 @@ def cache_name(dataset: str, target: str, images: int, resolution: int | None, t
 def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | None = None,
         resolution: int | None = None, train_steps: int | None = None, seed: int | None = None) -> dict:
     """``resolution`` (px) replaces the cpu budget's 48 px (e.g. 32 to fit a run into a session on 2 cores),
-    ``train_steps`` its training steps (for a set the model does not learn in them), ``seed`` the trial's seed (0:
-    another trained model on the same test images)."""
+    ``train_steps`` its training steps (for a set the model does not learn in them), ``seed`` the trial's seed
+    (default 0; another seed trains another model, tested on the same images)."""
     scale, results = scale_overrides(resolution, train_steps, seed), []
     for ds in datasets:
         for target in targets:
