@@ -1,6 +1,16 @@
 import itertools
 
 
+def _quality_row(iou, ece, sampler, steps, d_iou=0.0, d_ece=0.0):
+    """A quality-bench row of 10-member ensembles on len(iou) images: per-image IoU and ECE shifted by d_iou, d_ece."""
+    import numpy as np
+
+    i, e = np.asarray(iou) + d_iou, np.asarray(ece) + d_ece
+    return {"sampler": sampler, "steps": steps, "iou": float(i.mean()), "ece": float(e.mean()),
+            "model_evaluations": steps * 10 * len(i), "wall_s": 1.0,
+            "per_image": {"iou": i.tolist(), "ece": e.tolist()}}
+
+
 def test_data_bench_measures_each_set_and_resolution(shared_data):
     from diffseg.bench import data
 
@@ -66,9 +76,7 @@ def test_quality_goal_is_decided_per_dataset_on_the_point_and_on_the_interval():
     spread = np.where(np.arange(16) % 2, 0.03, -0.03) - 0.005
 
     def row(sampler, steps, d_iou, d_ece=0.0):
-        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)),
-                "ece": float(np.mean(ece + d_ece)), "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
-                "per_image": {"iou": (iou + d_iou).tolist(), "ece": (ece + d_ece).tolist()}}
+        return _quality_row(iou, ece, sampler, steps, d_iou, d_ece)
 
     result = {"dataset": "d", "target": "eps", "weighting": "uniform", "resolution": 32, "train_steps": 600,
               "train_s": 1.0,
@@ -119,9 +127,7 @@ def test_quality_interval_flags_are_bonferroni_over_the_distinct_cheap_settings_
     edge = np.where(np.arange(16) % 2, 0.006, -0.014)
 
     def row(sampler, steps, d_iou):
-        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)), "ece": float(ece.mean()),
-                "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
-                "per_image": {"iou": (iou + d_iou).tolist(), "ece": ece.tolist()}}
+        return _quality_row(iou, ece, sampler, steps, d_iou)
 
     def result(dataset, target, base):
         return {"dataset": dataset, "target": target, "weighting": "uniform", "resolution": 32, "train_steps": 600,
@@ -175,9 +181,7 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     noise, real = 0.05 * noise / noise.std(ddof=1), 0.05 * real / real.std(ddof=1)
 
     def row(sampler, steps, d_iou):
-        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d_iou)), "ece": 0.05,
-                "model_evaluations": steps * 10 * 400, "wall_s": 1.0,
-                "per_image": {"iou": (iou + d_iou).tolist(), "ece": [0.05] * 400}}
+        return _quality_row(iou, [0.05] * 400, sampler, steps, d_iou)
 
     result = {"dataset": "d", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
               "redraw": row("ddpm", 1000, noise), "baseline": {"blur_otsu": [0.0] * 400},
@@ -332,9 +336,7 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
     iou = np.linspace(0.5, 0.9, 16)
 
     def row(sampler, steps, d):
-        return {"sampler": sampler, "steps": steps, "iou": float(np.mean(iou + d)), "ece": 0.05,
-                "model_evaluations": steps * 10 * 16, "wall_s": 1.0,
-                "per_image": {"iou": (iou + d).tolist(), "ece": [0.05] * 16}}
+        return _quality_row(iou, [0.05] * 16, sampler, steps, d)
 
     learned = {"dataset": "a", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
                "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01), row("ddpm", 10, -0.02)],

@@ -204,8 +204,9 @@ def learned(result: dict) -> bool:
     return against_baseline(result["rows"][0], result["baseline"])["reference_beats_it"]
 
 
-def _cheap(rows: list[dict]) -> list[dict]:
-    return [r for r in rows[1:] if rows[0]["model_evaluations"] / r["model_evaluations"] >= GOAL["fewer_evaluations"]]
+def _cheap(ref: dict, row: dict) -> bool:
+    """At least the goal's fewer model evaluations than the reference."""
+    return ref["model_evaluations"] / row["model_evaluations"] >= GOAL["fewer_evaluations"]
 
 
 def family_size(results: list[dict]) -> dict[str, int]:
@@ -214,7 +215,8 @@ def family_size(results: list[dict]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in results:
         if learned(r):
-            out[r["dataset"]] = out.get(r["dataset"], 0) + len(same_numbers(_cheap(r["rows"]), ("steps", "iou", "ece")))
+            out[r["dataset"]] = out.get(r["dataset"], 0) + len(same_numbers(
+                [x for x in r["rows"][1:] if _cheap(r["rows"][0], x)], ("steps", "iou", "ece")))
     return out
 
 
@@ -235,7 +237,7 @@ def compare(result: dict, family: int = 1) -> dict:
         (iou_lo, iou_hi), (ece_lo, ece_hi) = (iou95, ece95) if family <= 1 else (
             case_interval(d_iou, level=level)[:2], case_interval(d_ece, level=level)[:2])
         fewer = ref["model_evaluations"] / r["model_evaluations"]
-        cheap = fewer >= GOAL["fewer_evaluations"]
+        cheap = _cheap(ref, r)
         rows.append({**{k: v for k, v in r.items() if k != "per_image"}, "target": result["target"],
                      "iou_points_vs_ref": float(d_iou.mean()), "iou_points_ci": list(iou95),
                      "decision_ci": {"iou_points": [iou_lo, iou_hi], "ece": [ece_lo, ece_hi]},

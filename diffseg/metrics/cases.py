@@ -6,9 +6,8 @@ of the same test case, not new cases), and intervals and tests are over cases.
 
 - ``case_means``: per-case means of a metric (or of a paired difference of two arms).
 - ``case_interval``: 95 % (or another level) bootstrap interval of the mean over cases (scipy's BCa; where BCa
-  cannot be computed,
-  e.g. all cases nearly equal or too few distinct values, the percentile interval, and the method says so:
-  scipy's degenerate-data warnings are never silenced, they choose the fallback).
+  cannot be computed, e.g. all cases nearly equal or too few distinct values, the percentile interval, and the
+  method says so: scipy's degenerate-data warnings are never silenced, they choose the fallback).
 - ``resolution``: what the test can decide at that n: the smallest two-sided p the Wilcoxon signed-rank test
   can reach (every case with the same sign: 2 / 2^n) and the smallest detectable effect of a paired comparison at
   alpha = 0.05 and 80 % power, (z_0.975 + z_0.8) sd / sqrt(n) (normal approximation).
