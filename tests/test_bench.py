@@ -388,6 +388,55 @@ def test_quality_baseline_is_added_on_the_cached_results_test_images_or_refused(
         quality.add_baseline(cached, 5, {"data.resolution": 32})
 
 
+def test_quality_run_stopped_part_way_continues_from_its_kept_weights_and_finished_evaluations(tmp_path, monkeypatch):
+    """A cached run stopped at its third evaluation keeps the trained weights and the two finished evaluations; run
+    again, it trains nothing, evaluates only the rest, and the weights it loads draw the third exactly as the trained
+    ones did. Kept weights of another config, or evaluations without their weights, are refused; a finished result
+    leaves no work files."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from diffseg.bench import quality
+
+    monkeypatch.setattr(quality, "CONFIGS", [("ddpm", None, 4), ("ddpm", None, 2), ("ddim", 0.0, 2),
+                                             ("dpmpp_2m", None, 2)])
+    monkeypatch.setattr(quality, "MEMBERS", 2)
+    args = {"datasets": ("synthetic-blob",), "targets": ("v",), "images": 3, "cache": str(tmp_path),
+            "resolution": 16, "train_steps": 2}
+    path = tmp_path / quality.cache_name("synthetic-blob", "v", 3, 16, 2)
+    weights, partial = quality.work_files(path)
+    evaluate, drawn = quality.evaluate, []
+
+    def stopped_at_third(trial, *a, **kw):
+        drawn.append(evaluate(trial, *a, **kw))
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        return drawn[-1]
+
+    monkeypatch.setattr(quality, "evaluate", stopped_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        quality.run(**args)
+    assert not path.exists() and weights.exists() and len(json.loads(partial.read_text())) == 2
+    with pytest.raises(RuntimeError, match="kept weights of another config"):
+        quality.measure("synthetic-blob", "v", 3, quality.scale_overrides(16, 2, seed=1), keep=path)
+
+    again = []
+    monkeypatch.setattr(quality, "_trained", lambda *a: pytest.fail("trained again although the weights were kept"))
+    monkeypatch.setattr(quality, "evaluate", lambda trial, *a, **kw: again.append(evaluate(trial, *a, **kw))
+                        or again[-1])
+    (r,) = quality.run(**args)["results"]
+    assert [(x["sampler"], x["steps"]) for x in again] == [("ddim-eta0", 2), ("dpmpp_2m", 2)]
+    assert again[0]["per_image"] == drawn[2]["per_image"]
+    assert np.isclose(r["settings"][1]["iou"], again[0]["iou"])
+    assert path.exists() and not weights.exists() and not partial.exists()
+
+    partial.write_text("{}")
+    with pytest.raises(RuntimeError, match="without the weights that drew them"):
+        quality.measure("synthetic-blob", "v", 3, quality.scale_overrides(16, 2), keep=path)
+
+
 def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():
     """The step ratio is per trial (arm, dataset, seed), not a ratio of sums; a trial missing on one side refuses."""
     import pandas as pd

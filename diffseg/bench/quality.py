@@ -35,11 +35,12 @@ agree more (an ensemble that agrees more is surer, right or wrong). ECE is not a
 Where a dataset has the default target (eps) and another, ``target_contrasts`` tests whether the few-step cost depends
 on the target: per image and setting, (setting - DDPM-1000) with eps minus the same with the other target.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
-JSON file and reuses it on the next run (a long run continued; a cached result without the redraw gets it, from
-weights retrained and checked to reproduce the cached DDPM-10 row image by image; one without the baseline gets it
-from the test images alone). The redraw is drawn only where the reference beats the baseline (``redraw`` None
-otherwise: a DDPM-1000 ensemble saved where no sampler is counted). ``--resolution`` and ``--train-steps`` replace
-the cpu budget's.
+JSON file and reuses it on the next run. While one is measured, its trained weights and finished evaluations are
+kept beside it (``work_files``), so a run stopped part-way continues with its next evaluation. A cached result
+without the redraw gets it from weights retrained and checked to reproduce the cached DDPM-10 row image by image;
+one without the baseline gets it from the test images alone. The redraw is drawn only where the reference beats the
+baseline (``redraw`` None otherwise: a DDPM-1000 ensemble saved where no sampler is counted). ``--resolution`` and
+``--train-steps`` replace the cpu budget's.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ..diffusion.weighting import PLAIN_MSE
 from ..experiments import Trial, TrialConfig, train_trial
 from ..experiments.config import DiffusionConfig
 from ..experiments.evaluate import per_image_metrics
-from ..files import atomic_write_text
+from ..files import atomic_path, atomic_write_text
 from ..metrics import TRAINING_FREE, stronger
 from ..metrics.cases import case_interval, resolution
 
@@ -131,13 +132,60 @@ def add_baseline(result: dict, images: int, scale: dict) -> dict:
     return {**result, "baseline": b}
 
 
-def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None = None) -> dict:
+def work_files(path: Path) -> tuple[Path, Path]:
+    """A measurement's state kept beside its cache file while it runs: the trained weights (with the config and
+    training time) and the finished evaluations."""
+    return path.with_name(f"{path.stem}.weights.pt"), path.with_name(f"{path.stem}.partial.json")
+
+
+def _kept_config(cfg: TrialConfig) -> dict:
+    return {**cfg.to_dict(), "output_dir": None}
+
+
+def _weights(dataset: str, target: str, tmp: str, images: int, scale: dict, keep: Path | None) -> tuple[Trial, float]:
+    """The trained trial and its training time: loaded from the weights kept for ``keep`` where they exist (refused
+    when another config trained them), else trained now (and kept)."""
+    weights = work_files(keep)[0] if keep else None
+    if weights is not None and weights.exists():
+        state, cfg = torch.load(weights, weights_only=True), _config(dataset, target, tmp, images, scale)
+        if state["config"] != _kept_config(cfg):
+            raise RuntimeError(f"{weights}: kept weights of another config; remove it (and its .partial.json) to "
+                               "train again")
+        trial = Trial(cfg)
+        trial.ema.module.load_state_dict(state["ema"])
+        return trial, state["train_s"]
+    t0 = time.perf_counter()
+    trial = _trained(dataset, target, tmp, images, scale)
+    train_s = time.perf_counter() - t0
+    if weights is not None:
+        with atomic_path(weights) as w:
+            torch.save({"config": _kept_config(trial.cfg), "train_s": train_s, "ema": trial.ema.module.state_dict()}, w)
+    return trial, train_s
+
+
+def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None = None,
+            keep: Path | None = None) -> dict:
+    """One (dataset, target): trained, each setting of ``CONFIGS`` evaluated, the training-free baselines and, where
+    the reference beats them, its redraw. With ``keep`` (the cache file) the weights and each finished evaluation are
+    kept beside it (``work_files``), so a run stopped part-way continues with its next evaluation."""
+    weights, partial = work_files(keep) if keep else (None, None)
+    if partial is not None and partial.exists() and not weights.exists():
+        raise RuntimeError(f"{partial}: finished evaluations without the weights that drew them ({weights.name}); "
+                           "remove it to measure again")
+    done = json.loads(partial.read_text()) if partial is not None and partial.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        trial = _trained(dataset, target, tmp, images, scale or {})
-        train_s = time.perf_counter() - t0
-        rows, base = [evaluate(trial, s, eta, k) for s, eta, k in CONFIGS], baseline(trial)
-        redraw = evaluate(trial, *REFERENCE, seed=REDRAW_SEED) if learned({"rows": rows, "baseline": base}) else None
+        trial, train_s = _weights(dataset, target, tmp, images, scale or {}, keep)
+
+        def draw(sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
+            key = f"{sampler}/{eta}/{steps}/{seed}"
+            if key not in done:
+                done[key] = evaluate(trial, sampler, eta, steps, seed)
+                if partial is not None:
+                    atomic_write_text(partial, json.dumps(done))
+            return done[key]
+
+        rows, base = [draw(*c) for c in CONFIGS], baseline(trial)
+        redraw = draw(*REFERENCE, seed=REDRAW_SEED) if learned({"rows": rows, "baseline": base}) else None
     return {"dataset": dataset, "target": target, "weighting": trial.cfg.diffusion.weighting,
             "resolution": trial.cfg.data.resolution, "seed": trial.cfg.seed,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
@@ -392,9 +440,11 @@ def run(datasets=DATASETS, targets=TARGETS, images: int = IMAGES, cache: str | N
                     atomic_write_text(path, json.dumps(r))
                 results.append(r)
                 continue
-            r = measure(ds, target, images, scale)
+            r = measure(ds, target, images, scale, keep=path)
             if path is not None:
                 atomic_write_text(path, json.dumps(r))
+                for f in work_files(path):
+                    f.unlink(missing_ok=True)
             results.append(r)
     family = family_size(results)
     compared = [compare(r, family.get(r["dataset"], 1)) for r in results]
