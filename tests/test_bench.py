@@ -339,10 +339,11 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
         return _quality_row(iou, [0.05] * 16, sampler, steps, d)
 
     learned = {"dataset": "a", "target": "v", "weighting": "v", "resolution": 32, "train_steps": 600, "train_s": 1.0,
-               "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02), row("ddim", 20, -0.01), row("ddpm", 10, -0.02)],
+               "rows": [row("ddpm", 1000, 0.0), row("ddim", 10, -0.02),
+                        row("ddim", 20, -0.01 + 0.01 * np.cos(40 * iou)), row("ddpm", 10, -0.02)],
                "redraw": row("ddpm", 1000, 0.005), "baseline": {"all_foreground": (iou - 0.3).tolist()}}
     failed = {**learned, "dataset": "b", "redraw": None, "baseline": {"all_foreground": iou.tolist()}}
-    compared = [quality.compare(r) for r in (learned, failed)]
+    compared = [quality.compare(r, family=f) for r, f in ((learned, 4), (failed, 1))]
     result = {"goal": quality.GOAL, "members": 10, "images": 16, "threads": 1, "results": compared,
               "per_dataset": quality.summary(compared)}
     t = quality_chart.rows(result)
@@ -352,13 +353,18 @@ def test_quality_trade_off_chart_draws_every_setting_the_goal_and_the_noise_floo
     assert s.loc[("IoU vs DDPM-1000 (points)", 10), "value"] == pytest.approx(-2.0)
     assert s.loc[("IoU vs DDPM-1000 (points)", 10), "evaluations"] == 1600
     assert s.loc[("IoU vs DDPM-1000 (points)", 10), "sampler"] == "ddim = ddpm"  # identical rows drawn once, named
+    drawn = s.reset_index().groupby(["sampler", "steps"]).drawn_at.first()  # two names: dodged apart by 1.08
+    assert drawn.to_dict() == pytest.approx({("ddim", 20): 3200 / 1.08 ** 0.5, ("ddim = ddpm", 10): 1600 * 1.08 ** 0.5})
     assert s.loc[("ECE vs DDPM-1000", 20), "value"] == pytest.approx(0.0)
+    wide = s.loc[("IoU vs DDPM-1000 (points)", 20)]  # the decision's 98.75 % interval holds the 95 % one
+    assert wide.decision_lo < wide.lo < wide.value < wide.hi < wide.decision_hi
     assert sorted(t[t.kind == "tolerance"].value.unique()) == [-1.0, -0.01, 0.01, 1.0]
     assert set(t[t.kind == "budget"].evaluations) == {1000 * 10 * 16 / 50}
     assert t[t.kind == "floor"].panel.unique().tolist() == [panels[0]]  # the not-learned target drew none
     assert t[t.kind == "floor"].set_index("metric").loc["IoU vs DDPM-1000 (points)", "value"] == pytest.approx(0.5)
     titles = [quality_chart.chart(r).to_dict()["title"]["text"] for r in (result, {**result, "results": compared[1:]})]
     assert [any("noise floor" in line for line in t) for t in titles] == [True, False]  # named only where drawn
+    assert "thin the decision's (Bonferroni, 95 %, 98.75 %)" in " ".join(titles[0])
     png = quality_chart.save(result, tmp_path / "tradeoff.png")
     with Image.open(png) as im:
         assert im.width > 600 and im.height > 400
