@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=[*BENCHES, "all"])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="quality: keep each (dataset, target) result in DIR and reuse it (a long run continued)")
+                        help="quality: keep each (dataset, target) result in DIR and reuse it; a run stopped part-way "
+                             "continues from the weights and evaluations it kept there")
     parser.add_argument("--dataset", action="append", default=None, help="quality: only these datasets (repeatable)")
     parser.add_argument("--target", action="append", default=None, choices=TARGETS,
                         help="quality: only these prediction targets (repeatable)")
