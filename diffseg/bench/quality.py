@@ -142,10 +142,10 @@ def _kept_config(cfg: TrialConfig) -> dict:
     return {**cfg.to_dict(), "output_dir": None}
 
 
-def _weights(dataset: str, target: str, tmp: str, images: int, scale: dict, keep: Path | None) -> tuple[Trial, float]:
-    """The trained trial and its training time: loaded from the weights kept for ``keep`` where they exist (refused
-    when another config trained them), else trained now (and kept)."""
-    weights = work_files(keep)[0] if keep else None
+def _weights(dataset: str, target: str, tmp: str, images: int, scale: dict,
+             weights: Path | None) -> tuple[Trial, float]:
+    """The trained trial and its training time: loaded from ``weights`` where that file exists (refused when another
+    config trained them), else trained now (and kept there)."""
     if weights is not None and weights.exists():
         state, cfg = torch.load(weights, weights_only=True), _config(dataset, target, tmp, images, scale)
         if state["config"] != _kept_config(cfg):
@@ -169,12 +169,14 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
     the reference beats them, its redraw. With ``keep`` (the cache file) the weights and each finished evaluation are
     kept beside it (``work_files``), so a run stopped part-way continues with its next evaluation."""
     weights, partial = work_files(keep) if keep else (None, None)
-    if partial is not None and partial.exists() and not weights.exists():
-        raise RuntimeError(f"{partial}: finished evaluations without the weights that drew them ({weights.name}); "
-                           "remove it to measure again")
-    done = json.loads(partial.read_text()) if partial is not None and partial.exists() else {}
+    done = {}
+    if partial is not None and partial.exists():
+        if not weights.exists():
+            raise RuntimeError(f"{partial}: finished evaluations without the weights that drew them ({weights.name}); "
+                               "remove it to measure again")
+        done = json.loads(partial.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        trial, train_s = _weights(dataset, target, tmp, images, scale or {}, keep)
+        trial, train_s = _weights(dataset, target, tmp, images, scale or {}, weights)
 
         def draw(sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
             key = f"{sampler}/{eta}/{steps}/{seed}"
