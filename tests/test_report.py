@@ -13,7 +13,7 @@ from diffseg.studies.cli import main as study_main
 from diffseg.studies.export_cli import main as export_main
 
 # the shipped study files at the smoke budget, shrunk to one dataset and a few steps so the suite stays short
-SHRINK = ["--dataset", "synthetic-blob", "--set", "train.steps=20", "--set", "train.val_every=10",
+SHRINK = ["--dataset", "synthetic-blob", "--set", "train.steps=10", "--set", "train.val_every=5",
           "--set", "data.resolution=32", "--set", "eval.test_max_images=6", "--set", "eval.curve_points=8",
           "--set", "eval.curve_max_images=4", "--set", "eval.val_max_images=4", "--set", "eval.ensemble=2",
           "--set", "eval.steps=4", "--set", "eval.val_ensemble=2", "--set", "eval.val_steps=2"]
