@@ -7,7 +7,7 @@ import pytest
 from diffseg.bench import cluster
 
 
-@pytest.mark.slow(seconds=167)
+@pytest.mark.slow(seconds=187)
 def test_a_study_survives_a_lost_node_and_a_lost_driver():
     r = cluster.run(steps=200)  # half the benchmark's trials: still killed mid-trial (at KILL_AT_STEP of 200)
     n, d = r["node_loss"], r["driver_loss"]

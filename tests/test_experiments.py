@@ -174,7 +174,7 @@ def _baseline_iou(dataset: str, resolution: int, limit: int) -> float:
     return means[stronger(means)]
 
 
-@pytest.mark.slow(seconds=189)
+@pytest.mark.slow(seconds=155)
 def test_honest_learning_check_beats_training_free_baseline(artifacts_dir):
     """E2 EnsemDiff and E1 must beat the stronger training-free baseline (here blur + Otsu; all foreground 0.02)
     clearly on a set where intensity does not define the foreground:

@@ -63,7 +63,7 @@ def children(client: MlflowClient, study: str):
     return parents, [r for r in runs if r.data.tags.get("diffseg.role") == "trial"]
 
 
-@pytest.mark.slow(seconds=119)
+@pytest.mark.slow(seconds=110)
 def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     spec, out = study_file(tmp_path / "faults.yaml"), tmp_path / "runs"
     proc = start(spec, out)
@@ -127,7 +127,7 @@ def _server(root: Path, port: int) -> subprocess.Popen:
     return start_mlflow_server(root / "db.sqlite", root / "artifacts", port)
 
 
-@pytest.mark.slow(seconds=107)
+@pytest.mark.slow(seconds=106)
 def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
     port, root = free_port(), tmp_path / "server"
     server = _server(root, port)
@@ -152,7 +152,7 @@ def test_server_dies_mid_study_then_resume_syncs_once(tmp_path):
         stop_server(server)
 
 
-@pytest.mark.slow(seconds=69)
+@pytest.mark.slow(seconds=62)
 def test_two_studies_on_one_server_a_killed_worker_and_a_study_without_an_ok_trial(tmp_path):
     """Two studies log to one server at once: one loses its trial worker to kill -9 (retried from the checkpoint,
     ending bit-identical to a straight run), the other has no trial that finishes ok (exit 1)."""

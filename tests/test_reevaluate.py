@@ -32,7 +32,7 @@ class Planted:
         return os.mkdir, (self.path,)
 
 
-@pytest.mark.slow(seconds=27)
+@pytest.mark.slow(seconds=33)
 def test_reevaluate_reproduces_the_final_evaluation_and_rewrites_the_exports(tmp_path, ray_session, capsys):
     out = tmp_path / "runs"
     spec = tiny_spec(tmp_path / "reeval.yaml", ARMS)

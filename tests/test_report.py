@@ -51,9 +51,9 @@ def _check_in_browser(driver, html: Path, shots: Path) -> dict:
 
 @pytest.mark.parametrize(("study", "sections"), [
     pytest.param("weighting_schedules", {"summary", "fingerprints", "conditioning", "comparison", "calibration"},
-                 marks=pytest.mark.slow(seconds=71)),
+                 marks=pytest.mark.slow(seconds=90)),
     pytest.param("architectures", {"summary", "table1", "conditioning", "comparison", "calibration"},
-                 marks=pytest.mark.slow(seconds=62)),
+                 marks=pytest.mark.slow(seconds=69)),
 ])
 def test_smoke_study_report_renders_in_chromium(study, sections, tmp_path, ray_session, browser, artifacts_dir):
     ran = tmp_path / "ran"
@@ -112,7 +112,7 @@ def _hostile_labels_stay_text(runs, study, tmp_path, browser, artifacts_dir):
     assert HOSTILE in browser.find_element("tag name", "body").text, "the label is shown as text"
 
 
-@pytest.mark.slow(seconds=71)
+@pytest.mark.slow(seconds=63)
 def test_findings_study_report_pairs_e2_with_e3_and_writes_the_findings_doc(tmp_path, ray_session, browser,
                                                                            artifacts_dir):
     """The findings study end to end at a tiny size: E2 curves paired with the matching E3 trial, the training-free

@@ -116,7 +116,7 @@ def _rest(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
-@pytest.mark.slow(seconds=59)
+@pytest.mark.slow(seconds=52)
 def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session, mlflow_server, artifacts_dir,
                                                           shared_data, browser):
     spec = tiny_spec(tmp_path / "e2e_study.yaml")
@@ -289,7 +289,7 @@ def _registered_model_segments_isic(tmp_path, uri, trials, shared_data, browser,
     browser.save_screenshot(str(artifacts_dir / "model_registry.png"))
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=32)
 def test_run_on_separately_started_ray_head(tmp_path):
     """A head started with `ray start --head` (its own process group, stopped by signal, so any other Ray on
     the machine is untouched); the study connects with --address. Token auth as the README sets it, explicit on
