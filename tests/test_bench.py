@@ -443,46 +443,6 @@ def test_quality_run_stopped_part_way_continues_from_its_kept_weights_and_finish
         quality.measure("synthetic-blob", "v", 3, quality.scale_overrides(16, 2), keep=path)
 
 
-def test_noise_bench_draws_one_model_twice_and_shares_its_weights_with_the_quality_bench(tmp_path, monkeypatch):
-    """Two draws of the budget's own sampler from one trained model, other noise: the noise measure is the per-image
-    SD of their IoU difference. With --cache the weights are kept where the quality bench reads them: loaded there,
-    they draw the noise bench's first ensemble image by image. Beside a finished quality result none are kept."""
-    import numpy as np
-    import pytest
-
-    from diffseg.bench import noise, quality
-
-    monkeypatch.setattr(quality, "MEMBERS", 2)
-    args = {"datasets": ("synthetic-blob",), "targets": ("v",), "images": 4, "cache": str(tmp_path),
-            "resolution": 16, "train_steps": 2}
-    evaluate, drawn = quality.evaluate, []
-    monkeypatch.setattr(quality, "evaluate", lambda trial, *a: drawn.append((a, evaluate(trial, *a))) or drawn[-1][1])
-    (r,) = noise.run(**args)["results"]
-    assert [a for a, _ in drawn] == [("ddim", 1.0, 10, quality.DRAW_SEED), ("ddim", 1.0, 10, quality.REDRAW_SEED)]
-    first, second = (x["per_image"] for _, x in drawn)
-    assert first["ece"] != second["ece"], "the two draws used the same noise"
-    d = 100 * (np.asarray(second["iou"]) - first["iou"])
-    assert r["draw_sd_points"] == pytest.approx(np.std(d, ddof=1))
-    assert r["noise_per_draw_points"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(2))
-    assert r["images_for_1pt"] == quality.images_for(np.std(d, ddof=1), 1.0) and r["n_images"] == 4
-    assert "one ensemble's noise" in noise.table({"members": 2, "images": 4, "results": [r]})
-
-    path = tmp_path / quality.cache_name("synthetic-blob", "v", 4, 16, 2)
-    weights = quality.work_files(path)[0]
-    assert weights.exists()
-    monkeypatch.setattr(quality, "_trained", lambda *a: pytest.fail("trained again although the weights were kept"))
-    trial, _ = quality.trained_weights("synthetic-blob", "v", str(tmp_path / "t"), 4, quality.scale_overrides(16, 2),
-                                       weights)
-    assert evaluate(trial, "ddim", 1.0, 10, quality.DRAW_SEED)["per_image"] == first
-
-    monkeypatch.undo()
-    monkeypatch.setattr(quality, "MEMBERS", 2)
-    weights.unlink()
-    path.write_text("{}")  # a finished quality result: its work files are gone and stay gone
-    noise.run(**args)
-    assert not weights.exists()
-
-
 def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():
     """The step ratio is per trial (arm, dataset, seed), not a ratio of sums; a trial missing on one side refuses."""
     import pandas as pd

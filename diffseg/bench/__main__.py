@@ -11,18 +11,18 @@ from ..diffusion.targets import TARGETS
 from ..process import exit_now
 
 BENCHES = {"data": "data", "models": "models", "sampling": "sampling", "fingerprint": "fingerprint",
-           "quality": "quality", "noise": "noise", "speedups": "speedups", "study": "study", "threads": "threads",
-           "cluster": "cluster", "gpu": "gpu"}
+           "quality": "quality", "speedups": "speedups", "study": "study", "threads": "threads", "cluster": "cluster",
+           "gpu": "gpu"}
 # "all": the single-machine benchmarks
 ALL = ("data", "models", "sampling", "fingerprint", "quality", "study", "threads")
 
 
 def _bench_args(name: str, args) -> dict:
     """The options a benchmark takes, those given only."""
-    quality = {"datasets": args.dataset, "targets": args.target, "images": args.images, "resolution": args.resolution,
-               "train_steps": args.train_steps, "cache": args.cache, "seed": args.seed}
-    given = {"quality": quality, "noise": quality, "study": {"repeat": args.repeat},
-             "threads": {"repeat": args.repeat}}.get(name, {})
+    given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images,
+                         "resolution": args.resolution, "train_steps": args.train_steps, "cache": args.cache,
+                         "seed": args.seed},
+             "study": {"repeat": args.repeat}, "threads": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -32,19 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="quality: keep each (dataset, target) result in DIR and reuse it; a run stopped part-way "
-                             "continues from the weights and evaluations it kept there; noise: keeps and "
-                             "reuses the same weights")
-    parser.add_argument("--dataset", action="append", default=None,
-                        help="quality, noise: only these datasets (repeatable)")
+                             "continues from the weights and evaluations it kept there")
+    parser.add_argument("--dataset", action="append", default=None, help="quality: only these datasets (repeatable)")
     parser.add_argument("--target", action="append", default=None, choices=TARGETS,
-                        help="quality, noise: only these prediction targets (repeatable)")
-    parser.add_argument("--images", type=int, default=None, help="quality, noise: test images per dataset (default 16)")
-    parser.add_argument("--resolution", type=int, default=None, help="quality, noise: px instead of the cpu budget's")
+                        help="quality: only these prediction targets (repeatable)")
+    parser.add_argument("--images", type=int, default=None, help="quality: test images per dataset (default 16)")
+    parser.add_argument("--resolution", type=int, default=None, help="quality: px instead of the cpu budget's")
     parser.add_argument("--seed", type=int, default=None,
-                        help="quality, noise: the trial's seed (default 0): another trained model on the same test "
-                             "images")
+                        help="quality: the trial's seed (default 0): another trained model on the same test images")
     parser.add_argument("--train-steps", type=int, default=None,
-                        help="quality, noise: training steps instead of the cpu budget's")
+                        help="quality: training steps instead of the cpu budget's")
     parser.add_argument("--chart", type=Path, default=None, metavar="FILE.png",
                         help="quality: also draw the trade-off curve (IoU and ECE vs model evaluations) to FILE.png")
     parser.add_argument("--repeat", type=int, default=None,

@@ -142,7 +142,7 @@ def _kept_config(cfg: TrialConfig) -> dict:
     return {**cfg.to_dict(), "output_dir": None}
 
 
-def trained_weights(dataset: str, target: str, tmp: str, images: int, scale: dict,
+def _weights(dataset: str, target: str, tmp: str, images: int, scale: dict,
              weights: Path | None) -> tuple[Trial, float]:
     """The trained trial and its training time: loaded from ``weights`` where that file exists (refused when another
     config trained them), else trained now (and kept there)."""
@@ -176,7 +176,7 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
                                "remove it to measure again")
         done = json.loads(partial.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        trial, train_s = trained_weights(dataset, target, tmp, images, scale or {}, weights)
+        trial, train_s = _weights(dataset, target, tmp, images, scale or {}, weights)
 
         def draw(sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
             key = f"{sampler}/{eta}/{steps}/{seed}"
