@@ -22,12 +22,18 @@ Where the noise floor (below) is wider than the tolerance, a point estimate with
 where the model learned something: the reference must beat the stronger training-free baseline (blur + Otsu, all
 foreground: ``metrics.TRAINING_FREE``) on the same test images (the lower bound of the paired per-image interval
 above 0), or agreement with it is one failure agreeing with another.
-The noise floor: the reference drawn a second time from other noise (``redraw``). Its per-image differences are
-two independent ensembles' Monte-Carlo noise alone: their mean is how far the reference reproduces itself, their SD
-/ sqrt(2) the noise of one ensemble per image. Every setting draws from the reference's seed (common random numbers:
-the same starting noise), so its differences can spread less than the redraw's; ``spread_vs_redraw`` (variance of a
-setting's differences / variance of the redraw's) is below 1 where a setting tracks the reference more closely than a
-fresh draw of the reference itself does, and above 1 where it differs by more than sampling noise.
+The noise floor: the reference drawn a second time from other noise (``redraw``). Its per-image differences to the
+first draw are two independent ensembles' Monte-Carlo noise alone: their mean is how far the reference reproduces
+itself, their SD s / sqrt(2) the noise of one ensemble per image. Where it exists, the reference is the mean of both
+draws per image (``reference``): an unbiased estimate of what one 10-member DDPM-1000 ensemble scores on that image,
+with half one draw's noise variance, so a single draw that flips an image no longer counts against every setting at
+once. A setting (one draw) against it carries per image the noise s sqrt(3) / 2 (one draw's variance plus half of
+it; ``comparison_noise_sd``), and the goal is resolved where that noise alone gives a 95 % interval of the mean
+within +-1 point: 1.96 s sqrt(3) / 2 / sqrt(n) <= 1. Every setting draws from the first draw's seed (common random
+numbers: the same starting noise), so its differences to the first draw can spread less than the redraw's;
+``spread_vs_redraw`` (variance of a setting's differences to the first draw / variance of the redraw's) is below 1
+where a setting tracks the first draw more closely than a fresh draw of the reference itself does, and above 1 where
+it differs by more than sampling noise.
 What a setting's cost is made of (``why``): the vote fraction's Brier score is exactly the members' pixel error minus
 their disagreement mean p (1 - p) (``masks.member_diagnostics``), per image; each setting's per-image differences to
 the reference in all three, with intervals, say whether it loses because its members are worse or because they
@@ -228,6 +234,24 @@ def _diffs(row: dict, ref: dict) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(row["per_image"]["ece"]) - ref["per_image"]["ece"])
 
 
+def reference(result: dict) -> dict:
+    """DDPM-1000 as every setting is compared with: the mean of its two draws per image (IoU, ECE and ``WHY``, all
+    means over pixels or members, so their average is the expected score of one ensemble) where the redraw exists,
+    else its one draw; its evaluations and wall time are one draw's (``draws``: how many it averages)."""
+    first, again = result["rows"][0], result.get("redraw")
+    if not again:
+        return {**first, "draws": 1}
+    per_image = {k: ((np.asarray(v) + again["per_image"][k]) / 2).tolist() for k, v in first["per_image"].items()
+                 if k in again["per_image"]}
+    return {**first, **{k: float(np.mean(v)) for k, v in per_image.items()}, "per_image": per_image, "draws": 2}
+
+
+def comparison_noise_sd(floor_sd: float) -> float:
+    """Per-image Monte-Carlo noise of one draw against the two-draw reference, from the SD s of the redraw's
+    differences to the first draw: one draw's variance s^2 / 2 plus the reference's s^2 / 4, s sqrt(3) / 2."""
+    return floor_sd * np.sqrt(3) / 2
+
+
 def why(row: dict, ref: dict) -> dict | None:
     """A row's per-image differences to the reference in the vote fraction's Brier score and its two parts
     (``WHY``: Brier = member_error - disagreement), each with its mean and 95 % interval; None for a result cached
@@ -250,8 +274,8 @@ def against_baseline(ref: dict, baseline: dict) -> dict:
 
 
 def learned(result: dict) -> bool:
-    """Whether a (dataset, target) result's reference beats the stronger training-free baseline."""
-    return against_baseline(result["rows"][0], result["baseline"])["reference_beats_it"]
+    """Whether a (dataset, target) result's reference (``reference``) beats the stronger training-free baseline."""
+    return against_baseline(reference(result), result["baseline"])["reference_beats_it"]
 
 
 def _cheap(ref: dict, row: dict) -> bool:
@@ -271,16 +295,17 @@ def family_size(results: list[dict]) -> dict[str, int]:
 
 
 def compare(result: dict, family: int = 1) -> dict:
-    """Each setting against the reference (the first row) of its (dataset, target): paired differences with
-    95 % intervals, and whether it meets the goal on the point estimates (``meets_goal``, ``not_worse``) and on the
-    interval (``meets_goal_ci``, ``not_worse_ci``: Bonferroni's interval over ``family`` settings, level
-    ``decision_level``); with a redraw, the noise floor and each setting's spread against it."""
-    ref, rows = result["rows"][0], []
+    """Each setting against the reference (``reference``: DDPM-1000, the mean of its two draws where redrawn) of its
+    (dataset, target): paired differences with 95 % intervals, and whether it meets the goal on the point estimates
+    (``meets_goal``, ``not_worse``) and on the interval (``meets_goal_ci``, ``not_worse_ci``: Bonferroni's interval
+    over ``family`` settings, level ``decision_level``); with a redraw, the noise floor (the redraw against the first
+    draw) and each setting's spread against it."""
+    first, ref, rows = result["rows"][0], reference(result), []
     level = 1 - 0.05 / max(1, family)
     floor = result.get("redraw")
-    floor_iou, floor_ece = _diffs(floor, ref) if floor else (None, None)
+    floor_iou, floor_ece = _diffs(floor, first) if floor else (None, None)
     floor_sd = _spread(floor_iou) if floor else None
-    for r in result["rows"]:
+    for r in [ref, *result["rows"][1:]]:
         d_iou, d_ece = _diffs(r, ref)
         sd = _spread(d_iou)
         iou95, ece95 = case_interval(d_iou)[:2], case_interval(d_ece)[:2]
@@ -293,7 +318,8 @@ def compare(result: dict, family: int = 1) -> dict:
                      "decision_ci": {"iou_points": [iou_lo, iou_hi], "ece": [ece_lo, ece_hi]},
                      "iou_points_sd": sd, "iou_points_mde": resolution(d_iou)["mde"],
                      "images_for_1pt": images_for(sd, 1.0),
-                     "spread_vs_redraw": sd ** 2 / floor_sd ** 2 if floor and floor_sd > 0 else None,
+                     "spread_vs_redraw": _spread(_diffs(r, first)[0]) ** 2 / floor_sd ** 2
+                     if floor and floor_sd > 0 else None,
                      "ece_vs_ref": float(d_ece.mean()), "ece_ci": list(ece95), "fewer_evaluations": fewer,
                      "why": why(r, ref),
                      "meets_goal": bool(cheap and abs(d_iou.mean()) <= GOAL["iou_points"]
@@ -310,13 +336,15 @@ def compare(result: dict, family: int = 1) -> dict:
            "reference": rows[0], "settings": rows[1:], "noise_floor": None,
            "baseline": against_baseline(ref, result["baseline"])}
     if floor:
-        floor_ci = list(case_interval(floor_iou)[:2])
-        out["noise_floor"] = {"iou": floor["iou"], "ece": floor["ece"], "wall_s": floor["wall_s"],
-                              "iou_points_vs_ref": float(floor_iou.mean()),
-                              "iou_points_ci": floor_ci,
+        noise = comparison_noise_sd(floor_sd)
+        out["noise_floor"] = {"first_iou": first["iou"], "first_ece": first["ece"], "iou": floor["iou"],
+                              "ece": floor["ece"], "wall_s": floor["wall_s"],
+                              "iou_points_vs_first": float(floor_iou.mean()),
+                              "iou_points_ci": list(case_interval(floor_iou)[:2]),
                               "iou_points_sd": floor_sd, "noise_sd_per_draw": floor_sd / np.sqrt(2),
-                              "resolves_goal": bool((floor_ci[1] - floor_ci[0]) / 2 <= GOAL["iou_points"]),
-                              "images_for_1pt": images_for(floor_sd, 1.0), "ece_vs_ref": float(floor_ece.mean()),
+                              "comparison_noise_sd": noise,
+                              "resolves_goal": bool(1.96 * noise / np.sqrt(len(floor_iou)) <= GOAL["iou_points"]),
+                              "images_for_1pt": images_for(noise, 1.0), "ece_vs_first": float(floor_ece.mean()),
                               "ece_ci": list(case_interval(floor_ece)[:2]), "ece_sd": _spread(floor_ece)}
     return out
 
@@ -328,9 +356,10 @@ def summary(compared: list[dict]) -> dict:
     target) whose reference beats the training-free baseline (the lower bound of its paired interval above 0)
     counts: where the model learned nothing, a few-step ensemble agrees with DDPM-1000 as one failure with
     another, and that says nothing of the samplers (``not_learned`` lists those targets). ``unresolved`` lists the
-    counted targets whose noise floor does not resolve the goal (the reference drawn again: its 95 % interval
-    wider than +-1 IoU point, or not drawn): there a point estimate within 1 point is Monte-Carlo noise, so
-    ``reached`` and ``not_worse`` are not evidence and only the interval flags decide."""
+    counted targets whose noise floor does not resolve the goal (a draw's Monte-Carlo noise against the two-draw
+    reference alone gives a 95 % interval wider than +-1 IoU point, or the reference was not drawn again): there a
+    point estimate within 1 point is Monte-Carlo noise, so ``reached`` and ``not_worse`` are not evidence and only
+    the interval flags decide."""
     out = {}
     for c in compared:
         d = out.setdefault(c["dataset"], {"family": c["family"], "decision_level": c["decision_level"],
@@ -401,7 +430,7 @@ def target_contrasts(results: list[dict], base: str = DEFAULT_TARGET) -> dict:
                 raise ValueError(f"{ds}: the {base} and {target} results hold other test images (their training-free "
                                  "baselines differ per image); measure both with the same --images")
             head = {"target": base, "against": target, "counted": learned(b) and learned(o)}
-            b_ref, o_ref = b["rows"][0], o["rows"][0]
+            b_ref, o_ref = reference(b), reference(o)
             rows = out.setdefault(ds, [])
             rows.append({**head, "what": "reference", "sampler": b_ref["sampler"], "steps": b_ref["steps"],
                          **_contrast(*_diffs(b_ref, o_ref))})
@@ -485,8 +514,9 @@ def table(r: dict) -> str:
         ref = c["reference"]
         b = c["baseline"]
         lines.append(f"  {c['dataset']} / {c['target']} (weighting {c['weighting']}, {c['train_steps']} training "
-                     f"steps, seed {c['seed']}): DDPM-1000 IoU "
-                     f"{ref['iou']:.3f} ECE {ref['ece']:.3f} ({ref['wall_s']:.0f} s; n = {c['n_images']} images); "
+                     f"steps, seed {c['seed']}): DDPM-1000{' (the mean of its two draws)' * (ref['draws'] == 2)} "
+                     f"IoU {ref['iou']:.3f} ECE {ref['ece']:.3f} ({ref['wall_s']:.0f} s a draw; n = {c['n_images']} "
+                     "images); "
                      f"training-free {b['method']} IoU {b['iou']:.3f} (the stronger; "
                      f"{', '.join(f'{m} {v:.3f}' for m, v in b['others'].items())}), the reference "
                      f"{b['reference_points_vs_baseline']:+.2f} pt [{b['ci'][0]:+.2f},{b['ci'][1]:+.2f}]"
@@ -494,12 +524,14 @@ def table(r: dict) -> str:
         if not b["reference_beats_it"] and not c["noise_floor"]:
             lines.append("    noise floor: not drawn (the reference did not learn; its samplers are not counted)")
         if nf := c["noise_floor"]:
-            lines.append(f"    noise floor, DDPM-1000 drawn again: IoU {nf['iou']:.3f} "
-                         f"({nf['iou_points_vs_ref']:+.2f} pt [{nf['iou_points_ci'][0]:+.2f},"
-                         f"{nf['iou_points_ci'][1]:+.2f}], per-image SD {nf['iou_points_sd']:.1f} pt: one ensemble's "
-                         f"noise {nf['noise_sd_per_draw']:.1f} pt per image, +-1 pt between two draws needs "
-                         f"{nf['images_for_1pt']} images), ECE "
-                         f"{nf['ece']:.3f} ({nf['ece_vs_ref']:+.3f} [{nf['ece_ci'][0]:+.3f},{nf['ece_ci'][1]:+.3f}])")
+            lines.append(f"    noise floor, DDPM-1000's first draw IoU {nf['first_iou']:.3f} ECE "
+                         f"{nf['first_ece']:.3f}, "
+                         f"drawn again IoU {nf['iou']:.3f} ({nf['iou_points_vs_first']:+.2f} pt "
+                         f"[{nf['iou_points_ci'][0]:+.2f},{nf['iou_points_ci'][1]:+.2f}], per-image SD "
+                         f"{nf['iou_points_sd']:.1f} pt: one ensemble's noise {nf['noise_sd_per_draw']:.1f} pt per "
+                         f"image, a draw against the two-draw reference {nf['comparison_noise_sd']:.1f} pt, +-1 pt "
+                         f"there needs {nf['images_for_1pt']} images), ECE {nf['ece']:.3f} "
+                         f"({nf['ece_vs_first']:+.3f} [{nf['ece_ci'][0]:+.3f},{nf['ece_ci'][1]:+.3f}])")
         lines.append(f"    {'sampler':12s} {'steps':>5s} {'IoU':>6s} {'dIoU pt [95% CI]':>22s} {'SD':>5s} "
                      f"{'MDE':>5s} {'/re':>4s} {'ECE':>6s} {'dECE [95% CI]':>26s} {'fewer':>6s} {'wall s':>7s} goal")
         for x in c["settings"]:
