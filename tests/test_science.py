@@ -109,6 +109,18 @@ def test_paper_and_cpu_budgets_apply_the_paper_ensemble_size_per_dataset(tmp_pat
     assert sizes[("cpu", "isic2016")] == 10 and sizes[("paper", "ihc_her2like")] == 5
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_smoke_plans_bf16_exactly_where_the_cpu_computes_it_natively_and_the_findings_budgets_stay_fp32(
+        tmp_path, monkeypatch, native):
+    """The smoke budget's precision is decided once, on the planning machine, and written into every trial's config
+    (so it is in the exports and MLflow params); cpu and long keep the fp32 their findings were measured in."""
+    caps = {"avx512_bf16": native, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    spec = load_spec("weighting_schedules")
+    for budget, want in (("smoke", native), ("cpu", False), ("long", False)):
+        plan = build_plan(spec, budget, ["synthetic-blob"], [0], StudyFolder(tmp_path / budget))
+        assert {TrialConfig.from_dict(p.config).train.bf16 for p in plan} == {want}, budget
+
 def _trials_row(tid, exp, seed, arch="ensemdiff", res=48):
     return {"trial_id": tid, "experiment": exp, "status": "ok", "dataset": "d", "seed": seed,
             "architecture": arch, "cfg.model.architecture": arch, "cfg.data.resolution": res,
@@ -156,3 +168,16 @@ def test_fingerprints_follow_the_trials_preprocessing(tmp_path):
                           overrides={"data.mask_resize": resize})
         paths[resize] = {p.fingerprint for p in plan if p.fingerprint}
     assert len(paths["area"]) == len(paths["nearest"]) == 1 and paths["area"] != paths["nearest"]
+
+
+def test_cost_estimate_counts_bf16_trials_at_the_resources_bf16_gain():
+    """The same trial costs its start-up plus its work / gain when it trains in bf16, and the plain work in fp32."""
+    from types import SimpleNamespace
+
+    from diffseg.studies import cost
+
+    res = cost.Resources(slots=1, flops_per_trial=1e11, mfu=0.5, words="test", bf16_gain=1.4)
+    base = {**TINY, "data.dataset": "synthetic-blob"}
+    secs = {bf16: cost.estimate([SimpleNamespace(config={**base, "train.bf16": bf16}, dataset="d")], [8],
+                                res)["trial_s"] - cost.PER_TRIAL_S for bf16 in (False, True)}
+    assert secs[False] > 0 and secs[True] == pytest.approx(secs[False] / 1.4)

@@ -10,8 +10,9 @@ Per trial, model evaluations x FLOPs per evaluation (one forward of one sample, 
 
 divided by the throughput of one trial: on CPU the fp32 matmul peak measured here at the trial's threads, on a
 GPU the card's data-sheet dense bf16 peak times its share of the card; both times an MFU (stated with the
-estimate: ``CPU_MFU`` was measured on this machine's smoke models, ``GPU_MFU`` is an assumption until a GPU run
-measures it) plus a fixed start-up per trial and per study (measured here: ``bench study``). Trials are placed on
+estimate: ``CPU_MFU`` and ``CPU_BF16_GAIN`` were calibrated on this machine's smoke study, ``GPU_MFU`` is an
+assumption until a GPU run measures it) plus a fixed start-up per trial and per study (measured here: ``bench
+study``). Trials are placed on
 the plan's concurrent slots in plan order (list scheduling), which gives the makespan."""
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from ..experiments.config import TrialConfig
 from ..experiments.kinds import EXPERIMENTS
 from ..experiments.modes import MODES
 
-CPU_MFU = 0.35  # measured: smoke-width models at 34-67 % of the measured peak (bench models), the lower end
+# calibrated on the smoke study (2 trials at 1 CPU each, fp32): 742 s of trial time measured against 1266 s
+# estimated at MFU 0.35 (the smoke models' lower end before the fused AdamW); the sampling phases count as forwards
+CPU_MFU = 0.60
+# bf16 trials on a CPU that computes bf16 natively: the same study's training steps 597.6 s (fp32) -> 426.2 s
+CPU_BF16_GAIN = 1.40
 GPU_MFU = 0.30  # an assumption (no GPU has run this code yet): stated with every GPU estimate
 PER_TRIAL_S, PER_STUDY_S = 5.0, 30.0  # worker start, data, model build; Ray start, tracking, export (bench study)
 
@@ -38,10 +43,12 @@ class Resources:
     flops_per_trial: float  # peak FLOP/s one trial gets
     mfu: float
     words: str
+    bf16_gain: float = 1.0  # throughput factor of trials with train.bf16
 
 
 def cpu_resources(cpus_per_trial: float, slots: int) -> Resources:
     from ..bench.models import matmul_peak
+    from ..budgets import native_bf16
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus_per_trial)))
@@ -49,8 +56,10 @@ def cpu_resources(cpus_per_trial: float, slots: int) -> Resources:
         peak = max(matmul_peak((1024,)).values())
     finally:
         torch.set_num_threads(threads)
+    gain = CPU_BF16_GAIN if native_bf16() else 1.0
     return Resources(slots, peak, CPU_MFU, f"{slots} trial(s) at once on CPU, {cpus_per_trial:g} CPU each "
-                                           f"({peak / 1e9:.0f} GFLOP/s measured fp32 peak per trial, MFU {CPU_MFU})")
+                                           f"({peak / 1e9:.0f} GFLOP/s measured fp32 peak per trial, MFU {CPU_MFU}; "
+                                           f"bf16 trials x{gain:g})", gain)
 
 
 def gpu_resources(gpus: int, gpus_per_trial: float, card: str) -> Resources:
@@ -106,7 +115,8 @@ def estimate(points, test_images: list[int], res: Resources, num_samples: int = 
         if key not in flops:
             flops[key] = forward_flops(cfg)
         work = sum(evaluations(cfg, n_test).values()) * flops[key]
-        seconds += [(p.dataset, PER_TRIAL_S + work / (res.flops_per_trial * res.mfu))] * num_samples
+        speed = res.flops_per_trial * res.mfu * (res.bf16_gain if cfg.train.bf16 else 1.0)
+        seconds += [(p.dataset, PER_TRIAL_S + work / speed)] * num_samples
     slots = [0.0] * min(res.slots, max(1, len(seconds)))
     heapq.heapify(slots)
     ends: dict[str, float] = {}
