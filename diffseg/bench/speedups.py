@@ -120,7 +120,7 @@ def run(archs=ARCHITECTURES, compile_model: bool = True, seconds: float = 10.0) 
 
 
 def table(r: dict) -> str:
-    lines = [f"CPU speed-ups at {r['threads']} threads, each alone against eager fp32 "
+    lines = [f"CPU speed-ups at {r['threads']} thread(s), each alone against eager fp32 "
              f"(bf16 {'native' if r['native_bf16'] else 'emulated'} on this CPU)"]
     if r["load_before"] > 0.5:
         lines.append(f"  warning: load average {r['load_before']:.1f} before the run: the figures are skewed")
