@@ -121,6 +121,23 @@ def test_smoke_plans_bf16_exactly_where_the_cpu_computes_it_natively_and_the_fin
         plan = build_plan(spec, budget, ["synthetic-blob"], [0], StudyFolder(tmp_path / budget))
         assert {TrialConfig.from_dict(p.config).train.bf16 for p in plan} == {want}, budget
 
+
+def test_a_smoke_study_planned_without_native_bf16_resumes_with_bf16_set_off_and_is_refused_without(
+        tmp_path, monkeypatch):
+    """--resume on a machine whose CPU has bf16 (or after the budget gained it) names the changed key; setting it
+    back (``--set train.bf16=false``) continues the study."""
+    from diffseg.studies.plan import resume_conflict, save_plan
+
+    spec, folder = load_spec("weighting_schedules"), StudyFolder(tmp_path)
+    caps = {"avx512_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    save_plan(folder, spec.name, spec.path, build_plan(spec, "smoke", ["synthetic-blob"], [0], folder))
+    caps["avx512_bf16"] = True
+    conflict = resume_conflict(folder, spec.name, spec.path, build_plan(spec, "smoke", ["synthetic-blob"], [0], folder))
+    assert conflict is not None and "'train.bf16'" in conflict
+    assert resume_conflict(folder, spec.name, spec.path, build_plan(spec, "smoke", ["synthetic-blob"], [0], folder,
+                                                                   overrides={"train.bf16": False})) is None
+
 def _trials_row(tid, exp, seed, arch="ensemdiff", res=48):
     return {"trial_id": tid, "experiment": exp, "status": "ok", "dataset": "d", "seed": seed,
             "architecture": arch, "cfg.model.architecture": arch, "cfg.data.resolution": res,
