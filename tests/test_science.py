@@ -138,6 +138,7 @@ def test_a_smoke_study_planned_without_native_bf16_resumes_with_bf16_set_off_and
     assert resume_conflict(folder, spec.name, spec.path, build_plan(spec, "smoke", ["synthetic-blob"], [0], folder,
                                                                    overrides={"train.bf16": False})) is None
 
+
 def _trials_row(tid, exp, seed, arch="ensemdiff", res=48):
     return {"trial_id": tid, "experiment": exp, "status": "ok", "dataset": "d", "seed": seed,
             "architecture": arch, "cfg.model.architecture": arch, "cfg.data.resolution": res,

@@ -12,8 +12,8 @@ divided by the throughput of one trial: on CPU the fp32 matmul peak measured her
 GPU the card's data-sheet dense bf16 peak times its share of the card; both times an MFU (stated with the
 estimate: ``CPU_MFU`` and ``CPU_BF16_GAIN`` were calibrated on this machine's smoke study, ``GPU_MFU`` is an
 assumption until a GPU run measures it) plus a fixed start-up per trial and per study (measured here: ``bench
-study``). Trials are placed on
-the plan's concurrent slots in plan order (list scheduling), which gives the makespan."""
+study``). Trials are placed on the plan's concurrent slots in plan order (list scheduling), which gives the
+makespan."""
 
 from __future__ import annotations
 
