@@ -62,8 +62,8 @@ NATIVE_BF16_BUDGETS = ("smoke",)  # train.bf16 = native_bf16() when the budget i
 
 def native_bf16() -> bool:
     """Whether this machine's CPU computes bf16 natively (AVX512-BF16 or AMX-BF16): there torch's CPU autocast runs
-    oneDNN's bf16 convolutions and matmuls (the smoke EnsemDiff's training step 1.39x at one thread, ``bench
-    speedups``); without them oneDNN emulates bf16, so fp32 is kept."""
+    oneDNN's bf16 convolutions and matmuls (the smoke EnsemDiff's training step 1.42x at one thread,
+    ``OMP_NUM_THREADS=1 python -m diffseg.bench speedups``); without them oneDNN emulates bf16, so fp32 is kept."""
     import torch
 
     caps = torch.cpu.get_capabilities()

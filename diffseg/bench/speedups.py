@@ -26,6 +26,7 @@ from ..models import ARCHITECTURES
 from .models import _timed, _trial_cfg, step_parts
 
 SIZES = ("smoke", "small")
+SMOKE = SIZES[0]  # the size torch.compile, the concurrency and the loader share are measured at
 
 
 def _step(p, channels_last: bool = False, bf16: bool = False):
@@ -44,7 +45,7 @@ def _step(p, channels_last: bool = False, bf16: bool = False):
     return step
 
 
-def layouts_and_compile(arch: str, compile_model: bool = True, size: str = "smoke") -> dict:
+def layouts_and_compile(arch: str, compile_model: bool = True, size: str = SMOKE) -> dict:
     cfg = _trial_cfg(size, arch)
     out = {"eager_step_s": _timed(_step(step_parts(cfg)))}
     p = step_parts(cfg)
@@ -67,7 +68,7 @@ def layouts_and_compile(arch: str, compile_model: bool = True, size: str = "smok
 
 def _loop(arch: str, threads: int, seconds: float, queue) -> None:
     torch.set_num_threads(threads)
-    step = _step(step_parts(_trial_cfg("smoke", arch)))
+    step = _step(step_parts(_trial_cfg(SMOKE, arch)))
     step()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -94,7 +95,7 @@ def threads_vs_concurrency(arch: str, seconds: float = 10.0) -> dict:
 
 
 def loader_share(arch: str = "ensemdiff", dataset: str = "isic2017", batches: int = 50) -> dict:
-    cfg = _trial_cfg("smoke", arch)
+    cfg = _trial_cfg(SMOKE, arch)
     ds = load_dataset(dataset, PrepConfig(cfg.data.resolution))
     step_s = _timed(_step(step_parts(cfg)))
     out = {"dataset": dataset, "step_s": step_s}
@@ -112,7 +113,7 @@ def loader_share(arch: str = "ensemdiff", dataset: str = "isic2017", batches: in
 def run(archs=ARCHITECTURES, compile_model: bool = True, seconds: float = 10.0) -> dict:
     load = os.getloadavg()[0]
     threads = torch.get_num_threads()
-    sizes = {size: {a: layouts_and_compile(a, compile_model and size == "smoke", size) for a in archs}
+    sizes = {size: {a: layouts_and_compile(a, compile_model and size == SMOKE, size) for a in archs}
              for size in SIZES}
     torch.set_num_threads(threads)
     return {"threads": threads, "load_before": load, "native_bf16": native_bf16(), "sizes": sizes,
