@@ -91,6 +91,9 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     for run in kids:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")]
         assert sorted(set(steps)) == list(range(10, STEPS + 1, 10))
+        # the buffered training loss: what a killed attempt had not written is replayed, nothing twice
+        losses = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss"))
+        assert losses == list(range(10, STEPS + 1, 10)), losses
     _matches_an_uninterrupted_run(out)
 
 

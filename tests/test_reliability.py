@@ -168,3 +168,31 @@ def test_trials_logging_the_same_new_dataset_at_once_all_succeed(tmp_path):
         runs = client.search_runs([exp_id])
         assert all(r.inputs.dataset_inputs[0].dataset.name == "synthetic-blob" for r in runs)
     assert failures == []
+
+
+def test_step_metrics_reach_mlflow_in_one_batch_per_interval_with_their_own_steps(tmp_path, monkeypatch):
+    """A trial's training loss every train.log_every steps is buffered: one MLflow write per ``every_s`` and per
+    flush (the trial flushes at each validation and at its end), each value at its own step."""
+    from mlflow.tracking import MlflowClient
+
+    from diffseg.studies import tracking
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("buffer")).info.run_id
+    writes = []
+    log_batch = client.log_batch
+    monkeypatch.setattr(client, "log_batch", lambda *a, **k: (writes.append(len(k["metrics"])), log_batch(*a, **k)))
+    now = [0.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    buffer = tracking.MetricBuffer(client, run_id, every_s=10.0)
+    for step in range(10, 60, 10):  # 5 losses within 4 s: nothing written yet
+        now[0] += 0.8
+        buffer.add({"train_loss": 1.0 / step}, step)
+    assert writes == []
+    now[0] += 7.0  # 10.2 s after the last write: this one writes all six
+    buffer.add({"train_loss": 1.0 / 60}, 60)
+    buffer.add({"train_loss": 1.0 / 70}, 70)
+    buffer.flush()
+    assert writes == [6, 1]
+    history = client.get_metric_history(run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(s, 1.0 / s) for s in range(10, 80, 10)]

@@ -29,6 +29,7 @@ from ..folder import ARTIFACT_ROOT, StudyFolder, choose_tracking_uri, is_server
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
+LOG_FLUSH_S = 10.0  # a trial's step metrics reach MLflow at most this many seconds late (``MetricBuffer``)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
 # MLflow 3.17's saved views of the runs table: an experiment tag holding {name, createdAt, updatedAt, state}, where
@@ -201,12 +202,40 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=items[i : i + 100])
 
 
-def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+def _metric_items(metrics: dict[str, float], step: int) -> list[Metric]:
     ts = int(time.time() * 1000)
-    items = [Metric(sanitize(k), float(v), ts, step) for k, v in metrics.items()
-             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return [Metric(sanitize(k), float(v), ts, step) for k, v in metrics.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+
+
+def _log_items(client: MlflowClient, run_id: str, items: list[Metric]) -> None:
     for i in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    _log_items(client, run_id, _metric_items(metrics, step))
+
+
+class MetricBuffer:
+    """A trial's step metrics written as one MLflow batch at most every ``every_s`` seconds and on ``flush``
+    (the trial flushes at each validation and at its end). Unbuffered, the training loss every ``train.log_every``
+    steps is one write each: a SQLite transaction of 3-8 ms CPU here, or an HTTP request to a server (a paper-budget
+    trial: 6,000). Each value keeps its own step and timestamp."""
+
+    def __init__(self, client: MlflowClient, run_id: str, every_s: float = LOG_FLUSH_S):
+        self.client, self.run_id, self.every_s = client, run_id, every_s
+        self.items: list[Metric] = []
+        self._flushed = time.monotonic()
+
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        self.items += _metric_items(metrics, step)
+        if time.monotonic() - self._flushed >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self.items, self._flushed = self.items, [], time.monotonic()
+        _log_items(self.client, self.run_id, items)
 
 
 def child_run(client: MlflowClient, exp_id: str, parent_id: str, trial_id: str, name: str,

@@ -76,16 +76,25 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
         shutil.rmtree(restored, ignore_errors=True)
         resume_from = Path(checkpoint.to_directory(str(restored)))
 
+    buffer = tracking.MetricBuffer(client, run_id)
+
     def log(metrics: dict[str, float], step: int) -> None:
         """Steps an earlier attempt of this trial logged (it died after its last checkpoint; the restored attempt
         replays them from the checkpointed RNG state) are not logged twice."""
         t = time.perf_counter()
-        tracking.log_metrics(client, run_id, {k: v for k, v in metrics.items() if step > logged.get(k, -1)}, step)
+        buffer.add({k: v for k, v in metrics.items() if step > logged.get(k, -1)}, step)
+        clock[MLFLOW] += time.perf_counter() - t
+
+    def flush() -> None:
+        t = time.perf_counter()
+        buffer.flush()
         clock[MLFLOW] += time.perf_counter() - t
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        # train_loss goes to MLflow through log(), every train.log_every steps
+        # train_loss goes to MLflow through log(), every train.log_every steps; all of it is written before the
+        # checkpoint, so a restored attempt replays (and logs) only steps after it
         log({k: v for k, v in metrics.items() if k != "train_loss"}, int(metrics["step"]))
+        flush()
         t = time.perf_counter()
         ck = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         tune.report({**metrics, "done_training": False}, checkpoint=ck)
@@ -94,8 +103,10 @@ def run_trial(config: dict[str, Any], ctx: StudyContext, point: dict[str, Any] |
     try:
         result = train_trial(cfg, report=report, resume_from=resume_from, log=log)
     except Exception:
+        buffer.flush()  # what the failed attempt trained is on its run
         tracking.finish_run(client, run_id, ok=False)
         raise
+    flush()
     if ctx.log_models:
         from .logged_models import log_trial_model
 
