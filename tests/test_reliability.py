@@ -183,13 +183,12 @@ def test_step_metrics_reach_mlflow_in_one_batch_per_interval_with_their_own_step
     log_batch = client.log_batch
     monkeypatch.setattr(client, "log_batch", lambda *a, **k: (writes.append(len(k["metrics"])), log_batch(*a, **k)))
     now = [0.0]
-    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
-    buffer = tracking.MetricBuffer(client, run_id, every_s=10.0)
+    buffer = tracking.MetricBuffer(client, run_id, every_s=10.0, clock=lambda: now[0])
     for step in range(10, 60, 10):  # 5 losses within 4 s: nothing written yet
         now[0] += 0.8
         buffer.add({"train_loss": 1.0 / step}, step)
     assert writes == []
-    now[0] += 7.0  # 10.2 s after the last write: this one writes all six
+    now[0] += 7.0  # 11 s after the buffer started: this one writes all six
     buffer.add({"train_loss": 1.0 / 60}, 60)
     buffer.add({"train_loss": 1.0 / 70}, 70)
     buffer.flush()

@@ -223,18 +223,18 @@ class MetricBuffer:
     steps is one write each: a SQLite transaction of 3-8 ms CPU here, or an HTTP request to a server (a paper-budget
     trial: 6,000). Each value keeps its own step and timestamp."""
 
-    def __init__(self, client: MlflowClient, run_id: str, every_s: float = LOG_FLUSH_S):
-        self.client, self.run_id, self.every_s = client, run_id, every_s
+    def __init__(self, client: MlflowClient, run_id: str, every_s: float = LOG_FLUSH_S, clock=time.monotonic):
+        self.client, self.run_id, self.every_s, self.clock = client, run_id, every_s, clock
         self.items: list[Metric] = []
-        self._flushed = time.monotonic()
+        self._flushed = clock()
 
     def add(self, metrics: dict[str, float], step: int) -> None:
         self.items += _metric_items(metrics, step)
-        if time.monotonic() - self._flushed >= self.every_s:
+        if self.clock() - self._flushed >= self.every_s:
             self.flush()
 
     def flush(self) -> None:
-        items, self.items, self._flushed = self.items, [], time.monotonic()
+        items, self.items, self._flushed = self.items, [], self.clock()
         _log_items(self.client, self.run_id, items)
 
 
