@@ -1,4 +1,5 @@
-"""How a command's process ends: ``exit_now(main())`` in every command's ``__main__``."""
+"""The process: the CPUs it may use (``usable_cpus``) and how a command ends (``exit_now(main())`` in every
+command's ``__main__``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import atexit
 import os
 import sys
 import threading
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, a cpuset container, a Slurm
+    allocation), not the machine's count; ``os.cpu_count()`` where the platform has no affinity call."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def exit_now(code: int | None) -> None:

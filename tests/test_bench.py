@@ -561,3 +561,72 @@ def test_study_bench_step_ratio_over_runs_takes_the_run_as_the_unit():
                    for m in (1.046, 1.023, 1.035)])
     assert q["n"] == 3 and q["mean"] == pytest.approx(1.0347, abs=1e-4)
     assert q["low"] == pytest.approx(1.006, abs=1e-3) and q["high"] == pytest.approx(1.063, abs=1e-3)
+
+
+def test_study_bench_places_the_sides_at_once_on_swapped_halves_or_one_after_the_other():
+    """At once: one group, the sides on disjoint halves, swapped by the next run; one after the other: two groups on
+    every CPU, the first side alternating; at once on one CPU refuses before any run."""
+    import pytest
+
+    from diffseg.bench.study import placements
+
+    (g0,), w0 = placements([0, 1, 2, 3], 0, at_once=True)
+    (g1,), _ = placements([0, 1, 2, 3], 1, at_once=True)
+    assert g0 == {"study": {0, 1}, "loop": {2, 3}} and g1 == {"study": {2, 3}, "loop": {0, 1}} and "at once" in w0
+    seq0, w = placements([0, 1], 0, at_once=False)
+    seq1, _ = placements([0, 1], 1, at_once=False)
+    assert seq0 == [{"study": {0, 1}}, {"loop": {0, 1}}] and seq1 == [{"loop": {0, 1}}, {"study": {0, 1}}]
+    assert w == "study first"
+    with pytest.raises(ValueError, match="need a CPU each"):
+        placements([0], 0, at_once=True)
+
+
+def test_study_bench_starts_each_side_on_its_cpus_and_its_children_inherit_them(tmp_path):
+    """The mask a side's process and its child report is the one it was given; the bench's own mask is unchanged;
+    a failing side raises with its log and the other side is stopped."""
+    import os
+    import sys
+
+    import pytest
+
+    from diffseg.bench.study import _run_sides
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs to give the sides different masks")
+    code = ("import os, subprocess, sys; print(sorted(os.sched_getaffinity(0))); sys.stdout.flush(); "
+            "subprocess.run([sys.executable, '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'])")
+    cmds = {side: [sys.executable, "-c", code] for side in ("study", "loop")}
+    wall = _run_sides(cmds, tmp_path, [{"study": {cpus[0]}, "loop": {cpus[1]}}])
+    assert set(wall) == {"study", "loop"} and min(wall.values()) > 0
+    assert (tmp_path / "study.log").read_text().split() == [f"[{cpus[0]}]"] * 2
+    assert (tmp_path / "loop.log").read_text().split() == [f"[{cpus[1]}]"] * 2
+    assert sorted(os.sched_getaffinity(0)) == cpus
+    slow = [sys.executable, "-c", "import time; time.sleep(60)"]
+    bad = [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exited with 3:\nbroken"):
+        _run_sides({"study": slow, "loop": bad}, tmp_path, [{"study": {cpus[0]}, "loop": {cpus[1]}}])
+
+
+def test_a_study_on_fewer_cpus_than_the_machine_runs_as_many_trials_at_once_as_it_may_use(tmp_path):
+    """Under ``taskset`` / a cpuset (a Slurm allocation) the CPUs are the process's mask, not the machine's count:
+    the study runs that many trials at once (the embedded Ray is started with ``usable_cpus()`` too)."""
+    import os
+
+    import pytest
+
+    from diffseg.folder import StudyFolder
+    from diffseg.process import usable_cpus
+    from diffseg.studies.runner import RunOptions
+
+    mine = os.sched_getaffinity(0)
+    if len(mine) < 2:
+        pytest.skip("needs 2 CPUs to give the process fewer")
+    opts = RunOptions(StudyFolder(tmp_path))
+    before = opts.concurrency(8)
+    try:
+        os.sched_setaffinity(0, {min(mine)})
+        assert usable_cpus() == 1 and opts.concurrency(8) == 1
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert before == len(mine) == usable_cpus()

@@ -22,7 +22,8 @@ def _bench_args(name: str, args) -> dict:
     given = {"quality": {"datasets": args.dataset, "targets": args.target, "images": args.images,
                          "resolution": args.resolution, "train_steps": args.train_steps, "cache": args.cache,
                          "seed": args.seed},
-             "study": {"repeat": args.repeat}, "threads": {"repeat": args.repeat}}.get(name, {})
+             "study": {"repeat": args.repeat, "at_once": args.at_once or None},
+             "threads": {"repeat": args.repeat}}.get(name, {})
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -47,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None,
                         help="study, threads: runs (of the study/loop pair; of each placement), the medians reported "
                              "(default 3)")
+    parser.add_argument("--at-once", action="store_true",
+                        help="study: run the study and the plain loop at the same time, each on half the CPUs (the "
+                             "machine's drift shared by both sides), the halves swapped every run")
     args = parser.parse_args(argv)
+    if args.at_once and args.name != "study":
+        parser.error("--at-once: only the study benchmark runs two sides")
     if args.chart is not None:  # checked before an hour of benchmark, not after it
         if args.name != "quality":
             parser.error("--chart: only the quality benchmark draws a chart")

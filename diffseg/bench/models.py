@@ -25,6 +25,7 @@ from ..experiments import TrialConfig, build
 from ..experiments.kinds import FEED_FORWARD, SEGMENTATION
 from ..experiments.modes import MODES
 from ..models import ARCHITECTURES, REFERENCE_ARCHITECTURES, count_params
+from ..process import usable_cpus
 
 GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "V100": 125e12}
 
@@ -79,7 +80,7 @@ def theoretical_peak() -> dict[str, object]:
     cores = torch.get_num_threads()
     ghz = max(mhz) / 1000 if mhz else None
     flops = cores * ghz * 1e9 * lanes * fma_units * 2 if ghz else None
-    return {"device": f"{model} ({len(os.sched_getaffinity(0))} CPUs visible)", "flops": flops,
+    return {"device": f"{model} ({usable_cpus()} CPUs visible)", "flops": flops,
             "basis": f"{cores} threads x {ghz} GHz x {lanes} fp32 lanes x {fma_units} FMA units x 2"}
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..metrics.intervals import mean_ci_dict
+from ..process import usable_cpus
 
 PLACEMENTS = ("main", "thread", "thread-after-main", "beside-ray", "tune")
 WARMUP, STEPS = 10, 60
@@ -114,7 +115,7 @@ def _fresh(call: str, *args, cwd: str):
 def step_placements(repeat: int = 3, which=PLACEMENTS, steps: int = STEPS) -> dict:
     """``repeat`` rounds of the placements (a fresh process each, the order rotated): median ms per step and the
     ratio to ``main`` paired by round."""
-    threads = os.cpu_count() or 1
+    threads = usable_cpus()
     rows = []
     with tempfile.TemporaryDirectory(prefix="diffseg-threads-") as tmp:
         for i in range(repeat):

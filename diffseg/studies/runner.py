@@ -28,6 +28,7 @@ from ..experiments.kinds import SELECTION
 from ..experiments.result import TRIAL_PHASE_LABELS
 from ..files import Busy, atomic_write_text, owner_lock, safe_name
 from ..folder import StudyFolder, is_server
+from ..process import usable_cpus
 from . import state_seal
 from .plan import TrialPoint, build_plan, resume_conflict, save_plan
 from .spec import StudySpec
@@ -104,7 +105,7 @@ class RunOptions:
     trust_state: bool = False  # --resume restores Ray state without its seal (a folder copied from another user)
 
     def concurrency(self, trials: int) -> int:
-        cpus = (os.cpu_count() or 1) if self.address is None else 0  # a cluster: Ray's resources bound it
+        cpus = usable_cpus() if self.address is None else 0  # a cluster: Ray's resources bound it
         return self.max_concurrent or max(1, int((cpus or trials) // self.cpus_per_trial))
 
 
@@ -140,7 +141,7 @@ def start_ray(address: str | None) -> dict[str, float]:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": RAY_ENV})
     else:  # the embedded Ray's workers inherit it (a runtime_env would start each through Ray's setup_worker:
         # measured here 0.3 s and 0.3 CPU-s more per worker start)
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(),
+        ray.init(address="local", num_cpus=usable_cpus(), num_gpus=torch.cuda.device_count(),
                  include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False,
                  _system_config=LOCAL_RAY_CONFIG)
     return ray.cluster_resources()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import re
 import sqlite3
@@ -26,6 +25,7 @@ from ..data.registry import get_spec
 from ..experiments.flat import to_json
 from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
 from ..folder import ARTIFACT_ROOT, StudyFolder, choose_tracking_uri, is_server
+from ..process import usable_cpus
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
@@ -61,8 +61,8 @@ def environment_tags() -> dict[str, str]:
     import torch
 
     tags = {"git_commit": git_commit(), "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": str(os.cpu_count()),
-            "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"}
+            "cpu_count": str(usable_cpus()),
+            "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{usable_cpus()}"}
     for pkg in ("diffseg", "torch", "ray", "mlflow", "optuna", "numpy", "transformers",
                 "dynamic-network-architectures"):
         try:
