@@ -181,17 +181,18 @@ def over_runs(runs: list[dict]) -> dict:
 
 def table(r: dict) -> str:
     lines = [f"platform overhead ({r['study']} at the {r['budget']} budget: {r['runs'][0]['trials']} trials on "
-             f"{', '.join(r['runs'][0]['datasets'])}, one at a time, {r['cpus']} CPUs each; each side a fresh "
+             f"{', '.join(r['runs'][0]['datasets'])}, one at a time, {r['cpus']} CPU{'s' * (r['cpus'] != 1)} each; "
+             "each side a fresh "
              f"process; {r['repeat']} runs, " + ("the sides at once, the CPU halves swapped every run)" if r["at_once"]
                                                  else "the sides one after the other, the first alternating)")]
+    drift = "" if r["at_once"] else " (the trials' own compute varies by a few per cent from run to run here)"
     for i, x in enumerate(r["runs"], 1):
         phases = ", ".join(f"{k} {v['study']:.1f}" + (f"/{v['loop']:.1f}" if v["loop"] is not None else "")
                            for k, v in x["trial_phases_s"].items())
         q = x["step_ratio"]
         lines += [
             f"run {i} ({x['placed']}): run_study {x['study_wall_s']:.1f} s, plain loop {x['loop_wall_s']:.1f} s: "
-            f"overhead {100 * x['overhead_fraction']:.1f} % side by side (the trials' own compute varies by a few "
-            "per cent from run to run on this machine)",
+            f"overhead {100 * x['overhead_fraction']:.1f} % side by side{drift}",
             f"  by phase: {x['outside_trials_s']:.1f} s outside the trials (the loop: {x['loop_outside_trials_s']:.1f} "
             f"s) + {x['platform_in_trials_s']:.1f} s of MLflow, model logging and Ray calls inside them = "
             f"{100 * x['platform_fraction']:.1f} % ({x['per_study_s']:.1f} s per study + {x['per_trial_s']:.2f} s "
