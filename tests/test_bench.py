@@ -602,10 +602,14 @@ def test_study_bench_starts_each_side_on_its_cpus_and_its_children_inherit_them(
     assert (tmp_path / "study.log").read_text().split() == [f"[{cpus[0]}]"] * 2
     assert (tmp_path / "loop.log").read_text().split() == [f"[{cpus[1]}]"] * 2
     assert sorted(os.sched_getaffinity(0)) == cpus
-    slow = [sys.executable, "-c", "import time; time.sleep(60)"]
-    bad = [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+    pid_file = tmp_path / "slow.pid"
+    slow = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+            "time.sleep(60)"]
+    bad = [sys.executable, "-c", "import sys, time; time.sleep(1); print('broken'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match="exited with 3:\nbroken"):
         _run_sides({"study": slow, "loop": bad}, tmp_path, [{"study": {cpus[0]}, "loop": {cpus[1]}}])
+    with pytest.raises(ProcessLookupError):  # the other side was stopped and reaped, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_a_study_on_fewer_cpus_than_the_machine_runs_as_many_trials_at_once_as_it_may_use(tmp_path):

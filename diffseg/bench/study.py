@@ -180,11 +180,11 @@ def over_runs(runs: list[dict]) -> dict:
 
 
 def table(r: dict) -> str:
+    placed = ("the sides at once, the CPU halves swapped every run" if r["at_once"]
+              else "the sides one after the other, the first alternating")
     lines = [f"platform overhead ({r['study']} at the {r['budget']} budget: {r['runs'][0]['trials']} trials on "
              f"{', '.join(r['runs'][0]['datasets'])}, one at a time, {r['cpus']} CPU{'s' * (r['cpus'] != 1)} each; "
-             "each side a fresh "
-             f"process; {r['repeat']} runs, " + ("the sides at once, the CPU halves swapped every run)" if r["at_once"]
-                                                 else "the sides one after the other, the first alternating)")]
+             f"each side a fresh process; {r['repeat']} runs, {placed})"]
     drift = "" if r["at_once"] else " (the trials' own compute varies by a few per cent from run to run here)"
     for i, x in enumerate(r["runs"], 1):
         phases = ", ".join(f"{k} {v['study']:.1f}" + (f"/{v['loop']:.1f}" if v["loop"] is not None else "")

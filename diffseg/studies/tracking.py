@@ -60,9 +60,10 @@ def git_commit() -> str:
 def environment_tags() -> dict[str, str]:
     import torch
 
+    cpus = usable_cpus()
     tags = {"git_commit": git_commit(), "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": str(usable_cpus()),
-            "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{usable_cpus()}"}
+            "cpu_count": str(cpus),
+            "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{cpus}"}
     for pkg in ("diffseg", "torch", "ray", "mlflow", "optuna", "numpy", "transformers",
                 "dynamic-network-architectures"):
         try:
