@@ -28,6 +28,7 @@ STORE_DB = "mlflow.db"
 ARTIFACT_ROOT = "mlartifacts"
 STUDY_META = "study.json"
 SERVER_SCHEMES = ("http://", "https://")
+SQLITE_PREFIX = "sqlite:///"  # a local SQLite store (MLflow, Optuna): the prefix and an absolute path
 
 
 def is_server(uri: str | None) -> bool:
@@ -66,7 +67,7 @@ class StudyFolder:
 
     @property
     def optuna_storage(self) -> str:
-        return f"sqlite:///{self.root / 'optuna.db'}"
+        return f"{SQLITE_PREFIX}{self.root / 'optuna.db'}"
 
     # --- what trials and the plan write ---
     def trial(self, trial_name: str) -> Path:
@@ -94,7 +95,7 @@ class StudyFolder:
 
     @property
     def store_uri(self) -> str:
-        return f"sqlite:///{self.store_db}"
+        return f"{SQLITE_PREFIX}{self.store_db}"
 
     def owns(self, tracking_uri: str) -> bool:
         """Whether ``tracking_uri`` is this folder's own store (recorded relative to the folder, never as a URI, so

@@ -71,11 +71,9 @@ def bin_path(name: str) -> str:
 def ray_session():
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from diffseg.studies.runner import LOCAL_RAY_CONFIG
+    from diffseg.studies.runner import start_ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 1024**2,
-             log_to_driver=False, _system_config=LOCAL_RAY_CONFIG)
+    start_ray(None)  # the study's own embedded Ray (its settings and environment), shared by the session's tests
     yield
     ray.shutdown()
 

@@ -359,14 +359,26 @@ def test_unknown_registry_parameters_are_refused_before_ray(tmp_path, capsys, ar
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_embedded_ray_runs_trials_at_normal_priority():
+def test_the_embedded_ray_runs_trials_at_normal_priority_and_its_log_monitor_polls_less():
     """Ray starts its workers at niceness 15; the study's own Ray (``start_ray``) at 0, so a trial's steps do not
-    yield to the driver, raylet and tracking server (the niceness of a worker, in a fresh process)."""
-    import subprocess
-    import sys
+    yield to the driver, raylet and tracking server (the niceness of a worker, in a fresh process). Its log monitor
+    (a child of the driver) starts with ``LOCAL_RAY_ENV``, so it lists its log folder every 0.5 s, not each poll."""
+    from diffseg.studies.runner import LOCAL_RAY_ENV
 
-    code = ("import os, ray\nfrom diffseg.studies.runner import start_ray\nstart_ray(None)\n"
-            "print('niceness', ray.get(ray.remote(lambda: os.nice(0)).remote()))\nray.shutdown()\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    code = ("import os, ray\nfrom pathlib import Path\nfrom diffseg.studies.runner import start_ray\n"
+            "start_ray(None)\n"
+            "print('niceness', ray.get(ray.remote(lambda: os.nice(0)).remote()))\n"
+            "for p in Path('/proc').glob('[0-9]*'):\n"
+            "    try:\n"
+            "        stat, cmd = (p / 'stat').read_text(), (p / 'cmdline').read_bytes()\n"
+            "        if int(stat[stat.rindex(')') + 2:].split()[1]) == os.getpid() and b'log_monitor.py' in cmd:\n"
+            "            print('log monitor', [e.decode() for e in (p / 'environ').read_bytes().split(b'\\0')\n"
+            "                                  if e.startswith(b'RAY_LOG_MONITOR_')])\n"
+            "    except (OSError, ValueError):\n"
+            "        pass\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY_ENV}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "niceness 0" in p.stdout
+    assert "log monitor ['RAY_LOG_MONITOR_MANY_FILES_THRESHOLD=0']" in p.stdout, p.stdout

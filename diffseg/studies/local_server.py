@@ -13,6 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..folder import SQLITE_PREFIX
+from .store_schema import lay_down
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,10 +30,12 @@ def console_script(name: str) -> str:
 
 def start(db: Path, artifacts: Path, port: int, timeout_s: float = 90.0) -> subprocess.Popen:
     """``mlflow server`` on 127.0.0.1:``port`` (SQLite ``db``, artifacts served from ``artifacts``), returned once
-    it answers ``/health``; raises ``RuntimeError`` if it does not within ``timeout_s``."""
+    it answers ``/health``; raises ``RuntimeError`` if it does not within ``timeout_s``. A new ``db`` gets the
+    cached schema first (``store_schema.lay_down``)."""
+    lay_down(f"{SQLITE_PREFIX}{db}")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
-        [console_script("mlflow"), "server", "--backend-store-uri", f"sqlite:///{db}", "--serve-artifacts",
+        [console_script("mlflow"), "server", "--backend-store-uri", f"{SQLITE_PREFIX}{db}", "--serve-artifacts",
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout_s

@@ -26,6 +26,7 @@ from ..experiments.flat import to_json
 from ..experiments.result import IMAGE_ERROR, MASK_ERROR, RESULT_ARTIFACT, TrialResult
 from ..folder import ARTIFACT_ROOT, StudyFolder, choose_tracking_uri, is_server
 from ..process import usable_cpus
+from .store_schema import lay_down
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_CHARS = 500
@@ -165,7 +166,9 @@ def relocate(db: Path, root_uri: str) -> str | None:
 def setup_study(tracking_uri: str, study: str, out: Path, parent_run_id: str | None,
                 params: dict[str, Any], tags: dict[str, str], description: str = "") -> tuple[str, str]:
     """Create (or find) the study's experiment and the invocation's parent run in the driver, before trials start,
-    so the store's schema is created once. Returns (experiment_id, parent_run_id)."""
+    so the store's schema is created once (a new local store: laid down from the cached schema,
+    ``store_schema.lay_down``). Returns (experiment_id, parent_run_id)."""
+    lay_down(tracking_uri)
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
