@@ -20,3 +20,39 @@ def test_a_study_survives_a_lost_node_and_a_lost_driver():
     assert n["retried"] >= 1, "the trial of the killed node was retried (retries column)"
     assert d["retried"] >= 1, "the resumed study restarted the trials its dead driver left"
     assert r["duplicated_steps"] == 0 and r["local_artifact_runs"] == 0
+
+
+def test_a_failing_cluster_phase_raises_with_the_drivers_logs(monkeypatch):
+    """A driver that leaves no exports (the run's check fails) shows its log in the error, not only the missing
+    file (the cluster, the server and the drivers replaced: only the bench's own error path runs)."""
+    from diffseg.studies import local_server
+
+    class Exited:
+        pid = 0
+
+        def poll(self):
+            return 2
+
+        def wait(self, timeout=None):
+            return 2
+
+    class NoCluster:
+        gcs_address = "127.0.0.1:1"
+
+        def shutdown(self):
+            pass
+
+    def driver(spec, out, address, uri, resume=False):
+        (out.parent / f"{out.name}.log").write_text("refused: the state changed after it was sealed")
+        return Exited()
+
+    def check(client, study, out, planned):
+        raise FileNotFoundError(out / "exports")
+
+    monkeypatch.setattr(local_server, "start", lambda *a, **k: None)
+    monkeypatch.setattr(local_server, "stop", lambda *a, **k: None)
+    monkeypatch.setattr(cluster, "start_cluster", lambda n: (NoCluster(), []))
+    monkeypatch.setattr(cluster, "_driver", driver)
+    monkeypatch.setattr(cluster, "check", check)
+    with pytest.raises(RuntimeError, match=r"node_loss\.log.*refused: the state changed after it was sealed"):
+        cluster.run(steps=2)

@@ -134,6 +134,10 @@ def check(client, study: str, out: Path, planned: int) -> dict:
             "local_artifact_runs": sum(not r.info.artifact_uri.startswith(PROXY_SCHEME) for r in [*runs, *parents])}
 
 
+def _logs(tmp: Path) -> dict[str, str]:
+    return {p.name: p.read_text()[-2000:] for p in sorted(tmp.glob("*.log"))}
+
+
 def run(steps: int = STEPS) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -176,7 +180,10 @@ def run(steps: int = STEPS) -> dict:
             driver.wait(timeout=60)
             rc2 = _driver(spec2, out2, address(cluster), uri, resume=True).wait(timeout=900)
             driver_loss = {"rc": rc2, "driver_killed": bool(seen), **check(client, spec2.stem, out2, 3)}
-            logs = {p.name: p.read_text()[-2000:] for p in tmp.glob("*.log")}
+            logs = _logs(tmp)
+        except Exception as exc:  # e.g. a driver that wrote no exports: its log says why
+            raise RuntimeError(f"cluster bench: {exc!r}; the drivers' logs (last 2000 characters each): "
+                               f"{_logs(tmp)}") from exc
         finally:
             cluster.shutdown()
             local_server.stop(server)
