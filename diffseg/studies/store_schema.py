@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 from ..data.cache import default_cache_dir
+from ..files import atomic_path
 from ..folder import SQLITE_PREFIX
 
 
@@ -28,18 +28,16 @@ def template_path() -> Path:
 
 
 def _build(path: Path) -> None:
-    """MLflow's own schema for an empty store, written to ``path`` whole (a temporary file renamed over it)."""
+    """MLflow's own schema for an empty store, written to ``path`` whole (``files.atomic_path``: MLflow builds it in
+    the empty temporary file, an empty SQLite database)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        db = Path(tmp) / "schema.db"
-        store = SqlAlchemyStore(SQLITE_PREFIX + str(db), Path(tmp).as_uri())
+    with atomic_path(path) as db:
+        store = SqlAlchemyStore(SQLITE_PREFIX + str(db), path.parent.as_uri())  # the root is never created
         store.engine.dispose()
         with sqlite3.connect(db) as con:
             con.execute("DELETE FROM experiments")  # the Default experiment: each store's own (see above)
         con.close()
-        os.replace(db, path)
 
 
 def lay_down(tracking_uri: str) -> bool:
