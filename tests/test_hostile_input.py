@@ -294,6 +294,46 @@ def test_the_ray_state_seal_names_a_changed_added_or_unsealed_file(tmp_path, mon
     assert "unreadable seal" in problem(d)
 
 
+def test_the_seal_checks_the_top_level_each_iteration_and_the_trial_folders_after_trial_events(tmp_path, monkeypatch):
+    """An iteration without a trial event lists the tune dir only (its cost does not grow with the trials); Ray's
+    top-level saves, new trial folders and a removed seal are sealed at the next iteration, a trial's pickle
+    rewritten in place (Ray's params.pkl when a trial restarts) after the trial event."""
+    from diffseg.studies import state_seal
+    from diffseg.studies.progress import SealState
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    d = tmp_path / "ray" / "study"
+    (d / "t_00000").mkdir(parents=True)
+    (d / "tuner.pkl").write_bytes(b"state")
+    (d / "t_00000" / "params.pkl").write_bytes(b"params")
+    reads = []
+    monkeypatch.setattr(state_seal, "state_files", lambda tune_dir, real=state_seal.state_files: reads.append(1)
+                        or real(tune_dir))
+    cb = SealState(state_seal.Sealer(d))
+    cb.on_step_end(iteration=0, trials=[])
+    cb.on_step_end(iteration=1, trials=[])
+    assert len(reads) == 1  # the second, idle iteration read no state file
+    assert state_seal.problem(d) is None
+    reads.clear()
+    (d / "experiment_state-1.json").write_text("{}")
+    cb.on_step_end(iteration=2, trials=[])
+    (d / "tuner.pkl").write_bytes(b"state, saved again")
+    cb.on_step_end(iteration=3, trials=[])
+    (d / "t_00001").mkdir()
+    (d / "t_00001" / "params.pkl").write_bytes(b"params")
+    cb.on_step_end(iteration=4, trials=[])
+    assert len(reads) == 3 and state_seal.problem(d) is None
+    (d / "t_00000" / "params.pkl").write_bytes(b"params, trial restarted")
+    cb.on_step_end(iteration=5, trials=[])
+    assert "params.pkl" in state_seal.problem(d)  # no trial event yet: the trial folders were not read
+    cb.on_trial_start(iteration=5, trials=[], trial=None)
+    cb.on_step_end(iteration=6, trials=[])
+    assert state_seal.problem(d) is None
+    (d / state_seal.SEAL_FILE).unlink()
+    cb.on_step_end(iteration=7, trials=[])
+    assert state_seal.problem(d) is None
+
+
 def test_predict_draws_any_ensemble_in_bounded_blocks_with_the_same_summary(monkeypatch):
     """``predict --ensemble 100000`` must not hold 100000 members: patches x members per sampler call stay within
     ``SAMPLES_PER_CALL``, and the running sums give the mean and std that all members at once would."""

@@ -95,13 +95,26 @@ class OutageWatch(tune.Callback):
 class SealState(tune.Callback):
     """Seals the tune dir's Ray state after each loop iteration (Ray saves it within the iteration, before
     ``on_step_end``) and at the experiment's end; ``runner`` also seals once the Tuner exists (``tuner.pkl``) and
-    after ``fit`` returns."""
+    after ``fit`` returns. After an iteration with a trial event (Ray writes a trial's ``params.pkl`` when it starts,
+    its ``error.pkl`` when it fails) the whole state is checked; otherwise its top level only
+    (``Sealer.seal_if_moved``: Ray's experiment-state saves), so an idle iteration costs one directory listing
+    however many trials the study has."""
 
     def __init__(self, sealer: Sealer):
-        self.sealer = sealer
+        self.sealer, self._event = sealer, True
+
+    def _trial_event(self, *args, **info):
+        self._event = True
+
+    on_trial_start = on_trial_restore = on_trial_save = on_trial_result = on_trial_complete = _trial_event
+    on_trial_recover = on_trial_error = on_checkpoint = _trial_event
 
     def on_step_end(self, iteration, trials, **info):
-        self.sealer.seal(_experiment_dir(trials))
+        if self._event:
+            self.sealer.seal(_experiment_dir(trials))
+        else:
+            self.sealer.seal_if_moved(_experiment_dir(trials))
+        self._event = False
 
     def on_experiment_end(self, trials, **info):
         self.sealer.seal(_experiment_dir(trials))

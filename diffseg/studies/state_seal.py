@@ -63,6 +63,22 @@ def _mac(key: bytes, path: Path) -> str:
     return hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
 
 
+def top_level(tune_dir: Path) -> frozenset | None:
+    """The tune dir's entries, with size and mtime for its top-level state files (None: no such folder): one
+    directory listing and a stat per top-level file, whatever the number of trials."""
+    def entry(e: os.DirEntry) -> tuple:
+        if e.name in OURS or e.is_dir():
+            return (e.name,)
+        st = e.stat()
+        return e.name, st.st_size, st.st_mtime_ns
+
+    try:
+        with os.scandir(tune_dir) as entries:
+            return frozenset(entry(e) for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 class Sealer:
     """Keeps ``<tune dir>/diffseg_state_seal.json`` current; a file is re-read only when its size or mtime moved.
     It holds no key (Ray pickles its callbacks, this one's sealer included, into ``tuner.pkl``)."""
@@ -70,12 +86,15 @@ class Sealer:
     def __init__(self, tune_dir: Path):
         self.dir = Path(tune_dir)
         self._seen: dict[str, tuple[int, int, str]] = {}
+        self._top: frozenset | None = None  # ``top_level`` when last sealed
 
     def seal(self, tune_dir: Path | None = None) -> None:
         """Seal ``tune_dir`` (default: the one given at construction; a restored study passes where it is now)."""
         if tune_dir is not None and Path(tune_dir) != self.dir:
             self.dir, self._seen = Path(tune_dir), {}
-        if not self.dir.is_dir():
+        top = top_level(self.dir)  # before the files are read: a change while they are is seen by the next check
+        if top is None:
+            self._top = None
             return
         macs, changed, key = {}, False, None
         for p in state_files(self.dir):
@@ -89,6 +108,15 @@ class Sealer:
         if changed or set(macs) != set(self._seen) or not (self.dir / SEAL_FILE).exists():
             self._seen = {k: v for k, v in self._seen.items() if k in macs}
             atomic_write_text(self.dir / SEAL_FILE, json.dumps({"hmac_sha256": macs}, indent=1, sort_keys=True))
+        self._top = top | {(SEAL_FILE,)}
+
+    def seal_if_moved(self, tune_dir: Path | None = None) -> None:
+        """``seal`` if the tune dir's top level moved since the last seal (``top_level``: Ray saved its experiment
+        state, a trial folder or file came or went, the seal file went). The trials' pickles in existing trial
+        folders change only on trial events, after which the caller seals in full (``progress.SealState``)."""
+        moved = tune_dir is not None and Path(tune_dir) != self.dir
+        if moved or self._top is None or top_level(self.dir) != self._top:
+            self.seal(tune_dir)
 
 
 def problem(tune_dir: Path) -> str | None:
