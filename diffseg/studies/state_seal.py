@@ -8,9 +8,10 @@ outside the study folder (``$XDG_CONFIG_HOME/diffseg/state.key``, else ``~/.conf
 bytes, created 0600 on first use). ``--resume`` verifies the seal before anything is restored; ``--trust-state``
 skips the check for a folder copied from another user (the driver then seals the state with this user's key).
 
-Window: Ray saves its state in the driver's loop and the seal follows at the end of the same loop iteration; a
-driver killed -9 between the two leaves a state newer than its seal, which ``--resume`` refuses like a planted
-one (the message says so; ``--trust-state`` continues).
+Window: Ray saves its state in the driver's loop into a staging folder and copies it into the tune dir on a
+background thread; the seal follows at the end of the loop iteration after the copy lands (up to one iteration, about
+0.1 s, later). A driver killed -9 in between leaves a state newer than its seal, which ``--resume`` refuses like a
+planted one (the message says so; ``--trust-state`` continues).
 """
 
 from __future__ import annotations
