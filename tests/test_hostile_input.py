@@ -2,6 +2,7 @@
 message and what it wrote (nothing, for a refusal)."""
 
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -217,8 +218,6 @@ def test_predict_never_unpickles_a_model_and_refuses_one_that_is_not_diffseg(tmp
     """A planted ``python_model.pkl`` in a diffseg model is never opened (the model still predicts, from its
     MLmodel, config and tensor weights); a pyfunc model without the diffseg mark is refused before anything in it is
     deserialised; ``mlflow.pyfunc.load_model`` of a diffseg model keeps working for users."""
-    import pickle
-
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -332,6 +331,41 @@ def test_the_seal_checks_the_top_level_each_iteration_and_the_trial_folders_afte
     (d / state_seal.SEAL_FILE).unlink()
     cb.on_step_end(iteration=7, trials=[])
     assert state_seal.problem(d) is None
+
+
+def test_state_that_ray_staged_is_sealed_before_its_background_copy_lands(tmp_path, monkeypatch):
+    """Ray saves its experiment state into a staging folder and copies it into the tune dir on a background
+    thread: a driver killed after the save but before the seal follows the copy leaves the staged bytes in the tune
+    dir, which --resume accepts; other bytes stay refused, and a staging folder that moves is noticed by the
+    per-iteration check."""
+    from diffseg.studies.state_seal import Sealer, problem
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    d, staging = tmp_path / "ray" / "study", tmp_path / "staging"
+    d.mkdir(parents=True)
+    staging.mkdir()
+    (d / "experiment_state-1.json").write_text("saved 1")
+    (staging / "experiment_state-1.json").write_text("saved 2, staged")
+    sealer = Sealer(d)
+    sealer.seal(staging=staging)
+    assert problem(d) is None
+    (d / "experiment_state-1.json").write_text("saved 2, staged")  # the copy lands; the driver is killed
+    assert problem(d) is None
+    (d / "experiment_state-1.json").write_text("planted")
+    assert "changed after it was sealed" in problem(d)
+    (d / "experiment_state-1.json").write_text("saved 2, staged")
+    sealer.seal_if_moved(d, staging)  # the copy's landing is sealed
+    (staging / "experiment_state-1.json").write_text("saved 3, staged again")
+    sealer.seal_if_moved(d, staging)  # nothing moved in the tune dir: the staging folder did
+    (d / "experiment_state-1.json").write_text("saved 3, staged again")
+    assert problem(d) is None
+    # a sealer pickled into tuner.pkl by an earlier diffseg (a directory and a cache only) resumes sealing
+    old = Sealer.__new__(Sealer)
+    old.__dict__.update({"dir": d, "_seen": {}})
+    old = pickle.loads(pickle.dumps(old))
+    (d / "experiment_state-1.json").write_text("saved 4")
+    old.seal_if_moved(d, staging)
+    assert problem(d) is None
 
 
 def test_predict_draws_any_ensemble_in_bounded_blocks_with_the_same_summary(monkeypatch):

@@ -98,10 +98,13 @@ class SealState(tune.Callback):
     after ``fit`` returns. After an iteration with a trial event (Ray writes a trial's ``params.pkl`` when it starts,
     its ``error.pkl`` when it fails) the whole state is checked; otherwise its top level only
     (``Sealer.seal_if_moved``: Ray's experiment-state saves), so an idle iteration costs one directory listing
-    however many trials the study has."""
+    however many trials the study has. Ray copies its saved state into the tune dir on a background thread: the
+    staged files are sealed in the iteration that saved them (``Sealer``), before the copy lands."""
+
+    _event = True  # also for a callback unpickled from the tuner.pkl of a study begun by an earlier diffseg
 
     def __init__(self, sealer: Sealer):
-        self.sealer, self._event = sealer, True
+        self.sealer = sealer
 
     def _trial_event(self, *args, **info):
         self._event = True
@@ -111,15 +114,20 @@ class SealState(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         if self._event:
-            self.sealer.seal(_experiment_dir(trials))
+            self.sealer.seal(_experiment_dir(trials), _staging_dir(trials))
         else:
-            self.sealer.seal_if_moved(_experiment_dir(trials))
+            self.sealer.seal_if_moved(_experiment_dir(trials), _staging_dir(trials))
         self._event = False
 
     def on_experiment_end(self, trials, **info):
-        self.sealer.seal(_experiment_dir(trials))
+        self.sealer.seal(_experiment_dir(trials), _staging_dir(trials))
 
 
 def _experiment_dir(trials) -> str | None:
     """Where the experiment is now (a restored study may have moved; its callbacks come from ``tuner.pkl``)."""
     return trials[0].storage.experiment_fs_path if trials else None
+
+
+def _staging_dir(trials) -> str | None:
+    """Where Tune saves its experiment state on the driver before its background copy into the tune dir."""
+    return trials[0].storage.experiment_driver_staging_path if trials else None

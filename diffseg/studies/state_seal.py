@@ -8,10 +8,13 @@ outside the study folder (``$XDG_CONFIG_HOME/diffseg/state.key``, else ``~/.conf
 bytes, created 0600 on first use). ``--resume`` verifies the seal before anything is restored; ``--trust-state``
 skips the check for a folder copied from another user (the driver then seals the state with this user's key).
 
-Window: Ray saves its state in the driver's loop into a staging folder and copies it into the tune dir on a
-background thread; the seal follows at the end of the loop iteration after the copy lands (up to one iteration, about
-0.1 s, later). A driver killed -9 in between leaves a state newer than its seal, which ``--resume`` refuses like a
-planted one (the message says so; ``--trust-state`` continues).
+Ray saves its state in the driver's loop into a staging folder and copies it into the tune dir on a background
+thread. The seal records the staged files' MACs in the iteration that saved them (``STAGED``), and the tune dir's once
+the copy lands (the next iteration), so a driver killed between the two leaves a file that matches one of them: a
+state file may be either version this user's driver wrote (a rollback by one save is not detected; planted bytes
+are). Window: a driver killed -9 within the iteration that saved, between Ray's save and the seal (milliseconds),
+or during the copy itself, leaves a state newer than its seal, which ``--resume`` refuses like a planted one (the
+message says so; ``--trust-state`` continues).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..files import atomic_write_text
 from ..folder import PLAN_FILE, STATE_FILE
 
 SEAL_FILE = "diffseg_state_seal.json"
+STAGED = "staged_hmac_sha256"  # the seal's MACs of the files in Ray's staging folder, name -> MAC
 KEY_BYTES = 32
 OURS = {STATE_FILE, PLAN_FILE, SEAL_FILE}  # diffseg's own files in a tune dir (read as JSON, never unpickled)
 
@@ -82,42 +86,73 @@ def top_level(tune_dir: Path) -> frozenset | None:
 
 class Sealer:
     """Keeps ``<tune dir>/diffseg_state_seal.json`` current; a file is re-read only when its size or mtime moved.
-    It holds no key (Ray pickles its callbacks, this one's sealer included, into ``tuner.pkl``)."""
+    It holds no key (Ray pickles its callbacks, this one's sealer included, into ``tuner.pkl``). Given Ray's
+    staging folder, it also records the MACs of the files staged there (``STAGED``): the bytes Ray's background copy
+    is about to write into the tune dir, so a driver killed before the seal follows the copy leaves a state that
+    ``problem`` accepts in either version."""
 
     def __init__(self, tune_dir: Path):
         self.dir = Path(tune_dir)
         self._seen: dict[str, tuple[int, int, str]] = {}
-        self._top: frozenset | None = None  # ``top_level`` when last sealed
+        self._staged_seen: dict[str, tuple[int, int, str]] = {}
+        self._top: frozenset | None = None  # ``top_level`` of the tune dir when last sealed
+        self._staging: Path | None = None
+        self._staging_top: frozenset | None = None
+        self._written: dict | None = None
 
-    def seal(self, tune_dir: Path | None = None) -> None:
-        """Seal ``tune_dir`` (default: the one given at construction; a restored study passes where it is now)."""
+    def __setstate__(self, state: dict) -> None:
+        """A sealer unpickled from the ``tuner.pkl`` of a study begun by an earlier diffseg (``--resume`` after an
+        upgrade) gets the attributes it lacks."""
+        self.__init__(state["dir"])
+        self.__dict__.update(state)
+
+    def seal(self, tune_dir: Path | None = None, staging: Path | None = None) -> None:
+        """Seal ``tune_dir`` (default: the one given at construction; a restored study passes where it is now) and
+        the files staged in ``staging`` (Ray's driver staging folder; default: the last one given)."""
         if tune_dir is not None and Path(tune_dir) != self.dir:
             self.dir, self._seen = Path(tune_dir), {}
+        if staging is not None:
+            self._staging = Path(staging)
         top = top_level(self.dir)  # before the files are read: a change while they are is seen by the next check
         if top is None:
             self._top = None
             return
-        macs, changed, key = {}, False, None
-        for p in state_files(self.dir):
-            rel, st = p.relative_to(self.dir).as_posix(), p.stat()
-            old = self._seen.get(rel)
-            if old is None or old[:2] != (st.st_size, st.st_mtime_ns):
-                key = key or user_key()
-                self._seen[rel] = (st.st_size, st.st_mtime_ns, _mac(key, p))
-                changed = True
-            macs[rel] = self._seen[rel][2]
-        if changed or set(macs) != set(self._seen) or not (self.dir / SEAL_FILE).exists():
-            self._seen = {k: v for k, v in self._seen.items() if k in macs}
-            atomic_write_text(self.dir / SEAL_FILE, json.dumps({"hmac_sha256": macs}, indent=1, sort_keys=True))
-        self._top = top | {(SEAL_FILE,)}
+        key = user_key()
+        macs = _macs(key, self.dir, state_files(self.dir), self._seen)
+        staging_top = top_level(self._staging) if self._staging is not None else None
+        staged = {} if staging_top is None else _macs(key, self._staging, [
+            p for p in self._staging.iterdir() if p.is_file() and p.name not in OURS], self._staged_seen)
+        doc = {"hmac_sha256": macs, STAGED: staged}
+        if doc != self._written or not (self.dir / SEAL_FILE).exists():
+            atomic_write_text(self.dir / SEAL_FILE, json.dumps(doc, indent=1, sort_keys=True))
+            self._written = doc
+        self._top, self._staging_top = top | {(SEAL_FILE,)}, staging_top
 
-    def seal_if_moved(self, tune_dir: Path | None = None) -> None:
-        """``seal`` if the tune dir's top level moved since the last seal (``top_level``: Ray saved its experiment
-        state, a trial folder or file came or went, the seal file went). The trials' pickles in existing trial
-        folders change only on trial events, after which the caller seals in full (``progress.SealState``)."""
+    def seal_if_moved(self, tune_dir: Path | None = None, staging: Path | None = None) -> None:
+        """``seal`` if the tune dir's top level moved since the last seal (``top_level``: Ray's copy of its saved
+        state landed, a trial folder or file came or went, the seal file went) or the staging folder's did (Ray
+        saved). The trials' pickles in existing trial folders change only on trial events, after which the caller
+        seals in full (``progress.SealState``)."""
         moved = tune_dir is not None and Path(tune_dir) != self.dir
-        if moved or self._top is None or top_level(self.dir) != self._top:
-            self.seal(tune_dir)
+        staging = Path(staging) if staging is not None else self._staging
+        if moved or self._top is None or top_level(self.dir) != self._top \
+                or (staging is not None and top_level(staging) != self._staging_top):
+            self.seal(tune_dir, staging)
+
+
+def _macs(key: bytes, root: Path, files: list[Path], seen: dict[str, tuple[int, int, str]]) -> dict[str, str]:
+    """``root``-relative name -> MAC of each file, re-read only where its size or mtime moved (``seen`` is the
+    cache, pruned to ``files``)."""
+    macs = {}
+    for p in files:
+        rel, st = p.relative_to(root).as_posix(), p.stat()
+        old = seen.get(rel)
+        if old is None or old[:2] != (st.st_size, st.st_mtime_ns):
+            seen[rel] = (st.st_size, st.st_mtime_ns, _mac(key, p))
+        macs[rel] = seen[rel][2]
+    for rel in set(seen) - set(macs):
+        del seen[rel]
+    return macs
 
 
 def problem(tune_dir: Path) -> str | None:
@@ -128,17 +163,21 @@ def problem(tune_dir: Path) -> str | None:
     trust = "if you copied this folder from another user and trust it, resume with --trust-state"
     seal_path = tune_dir / SEAL_FILE
     try:
-        sealed = json.loads(seal_path.read_text())["hmac_sha256"]
+        doc = json.loads(seal_path.read_text())
+        sealed, staged = doc["hmac_sha256"], doc.get(STAGED, {})
     except FileNotFoundError:
         return f"{tune_dir}: Ray's state has no diffseg seal (written by another diffseg or planted); {trust}"
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return f"{seal_path}: unreadable seal; {trust}"
+    if not isinstance(sealed, dict) or not isinstance(staged, dict):
         return f"{seal_path}: unreadable seal; {trust}"
     key = user_key()
     for p in files:
         rel = p.relative_to(tune_dir).as_posix()
-        mac = sealed.get(rel) if isinstance(sealed, dict) else None
-        if mac is None or not hmac.compare_digest(str(mac), _mac(key, p)):
-            what = "was not written by this user's diffseg driver" if mac is None else "changed after it was sealed"
+        macs = [str(m) for m in (sealed.get(rel), staged.get(rel) if "/" not in rel else None) if m is not None]
+        actual = _mac(key, p)
+        if not any(hmac.compare_digest(m, actual) for m in macs):
+            what = "was not written by this user's diffseg driver" if not macs else "changed after it was sealed"
             return (f"{p}: this Ray state file {what} (planted, copied from another user, or left newer than its "
                     f"seal by a driver killed -9 within a step); restoring it would unpickle it. Refused; {trust}")
     return None
