@@ -58,10 +58,14 @@ def user_key() -> bytes:
     return key
 
 
+def _top_files(folder: Path) -> list[Path]:
+    """Every top-level file of a tune dir (or of Ray's staging folder) but diffseg's own."""
+    return [p for p in folder.iterdir() if p.is_file() and p.name not in OURS]
+
+
 def state_files(tune_dir: Path) -> list[Path]:
     """The files Ray may read on restore: every top-level file but diffseg's own, and the trials' pickles."""
-    top = [p for p in tune_dir.iterdir() if p.is_file() and p.name not in OURS]
-    return sorted(top + [p for p in tune_dir.glob("*/*.pkl") if p.is_file()])
+    return sorted(_top_files(tune_dir) + [p for p in tune_dir.glob("*/*.pkl") if p.is_file()])
 
 
 def _mac(key: bytes, path: Path) -> str:
@@ -120,8 +124,8 @@ class Sealer:
         key = user_key()
         macs = _macs(key, self.dir, state_files(self.dir), self._seen)
         staging_top = top_level(self._staging) if self._staging is not None else None
-        staged = {} if staging_top is None else _macs(key, self._staging, [
-            p for p in self._staging.iterdir() if p.is_file() and p.name not in OURS], self._staged_seen)
+        staged = {} if staging_top is None else _macs(key, self._staging, _top_files(self._staging),
+                                                       self._staged_seen)
         doc = {"hmac_sha256": macs, STAGED: staged}
         if doc != self._written or not (self.dir / SEAL_FILE).exists():
             atomic_write_text(self.dir / SEAL_FILE, json.dumps(doc, indent=1, sort_keys=True))
