@@ -19,11 +19,13 @@ message says so; ``--trust-state`` continues).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from ..files import atomic_write_text
@@ -121,7 +123,7 @@ class Sealer:
         if top is None:
             self._top = None
             return
-        key = user_key()
+        key = functools.cache(user_key)  # read only if a file has to be (re-)MACed
         macs = _macs(key, self.dir, state_files(self.dir), self._seen)
         staging_top = top_level(self._staging) if self._staging is not None else None
         staged = {} if staging_top is None else _macs(key, self._staging, _top_files(self._staging),
@@ -144,15 +146,16 @@ class Sealer:
             self.seal(tune_dir, staging)
 
 
-def _macs(key: bytes, root: Path, files: list[Path], seen: dict[str, tuple[int, int, str]]) -> dict[str, str]:
+def _macs(key: Callable[[], bytes], root: Path, files: list[Path],
+          seen: dict[str, tuple[int, int, str]]) -> dict[str, str]:
     """``root``-relative name -> MAC of each file, re-read only where its size or mtime moved (``seen`` is the
-    cache, pruned to ``files``)."""
+    cache, pruned to ``files``); ``key()`` is called only for a file read."""
     macs = {}
     for p in files:
         rel, st = p.relative_to(root).as_posix(), p.stat()
         old = seen.get(rel)
         if old is None or old[:2] != (st.st_size, st.st_mtime_ns):
-            seen[rel] = (st.st_size, st.st_mtime_ns, _mac(key, p))
+            seen[rel] = (st.st_size, st.st_mtime_ns, _mac(key(), p))
         macs[rel] = seen[rel][2]
     for rel in set(seen) - set(macs):
         del seen[rel]
