@@ -213,21 +213,33 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
     assert "noise floor" in quality.table({"goal": quality.GOAL, "members": 10, "images": 400, "threads": 1,
                                            "results": [c], "per_dataset": quality.summary([c])})
 
+    def drawn_as(d_iou, seeds=None):
+        """A stand-in for ``evaluate``: the rows above, the images of the chunk asked for (10 chunks of 40)."""
+        def evaluate(trial, s, eta, k, seed=quality.DRAW_SEED, span=(0, 400)):
+            if seeds is not None:
+                seeds.append(seed)
+            r = row(s, k, d_iou)
+            return {**r, "model_evaluations": k * 10 * (span[1] - span[0]),
+                    "per_image": {f: v[span[0]:span[1]] for f, v in r["per_image"].items()}}
+        return evaluate
+
     del result["redraw"]
     monkeypatch.setattr(quality, "_trained", lambda *a: None)
-    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, real))
+    monkeypatch.setattr(quality, "n_test_images", lambda trial: 400)
+    monkeypatch.setattr(quality, "evaluate", drawn_as(real))
     with pytest.raises(RuntimeError, match="do not reproduce the cached DDPM-10 row"):
         quality.add_redraw(result, 400, {"data.resolution": 32})
-    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: row(s, k, noise))
-    assert quality.add_redraw(result, 400, {"data.resolution": 32})["redraw"]["steps"] == 1000
+    monkeypatch.setattr(quality, "evaluate", drawn_as(noise))
+    redrawn = quality.add_redraw(result, 400, {"data.resolution": 32})["redraw"]
+    assert redrawn["steps"] == 1000 and redrawn["model_evaluations"] == 1000 * 10 * 400
+    assert redrawn["per_image"] == result["rows"][1]["per_image"]  # the chunks joined in order, image by image
 
     # the redraw only where the reference beats the baseline: one fresh measurement each way, and a cached result
     # of a reference that does not beat it gets none without training anything
     import types
 
     seeds = []
-    monkeypatch.setattr(quality, "evaluate", lambda trial, s, eta, k, seed=quality.DRAW_SEED: seeds.append(seed)
-                        or row(s, k, 0.0))
+    monkeypatch.setattr(quality, "evaluate", drawn_as(0.0, seeds))
     monkeypatch.setattr(quality, "_trained", lambda *a: types.SimpleNamespace(
         cfg=types.SimpleNamespace(data=types.SimpleNamespace(resolution=32), train=types.SimpleNamespace(steps=6),
                                   diffusion=types.SimpleNamespace(weighting="v"), seed=0)))
@@ -236,7 +248,8 @@ def test_quality_noise_floor_is_the_reference_against_itself_and_each_settings_s
         monkeypatch.setattr(quality, "baseline", lambda trial, a=above: {"all_foreground": (iou + a).tolist()})
         fresh = quality.measure("d", "v", 400)
         assert (fresh["redraw"] is not None, seeds.count(quality.REDRAW_SEED)) == (drawn, int(drawn))
-        assert len(seeds) == len(quality.CONFIGS) + drawn
+        assert len(seeds) == (len(quality.CONFIGS) + drawn) * 10  # 10 chunks each
+        assert seeds[:10] == [quality.DRAW_SEED + 1000 * c for c in range(10)]
     monkeypatch.setattr(quality, "_trained", lambda *a: pytest.fail("trained for a redraw that is not counted"))
     unlearned = quality.add_redraw({**result, "baseline": {"all_foreground": (iou + 0.01).tolist()}}, 400, {})
     c = quality.compare(unlearned)
@@ -487,6 +500,51 @@ def test_quality_run_stopped_part_way_continues_from_its_kept_weights_and_finish
     partial.write_text("{}")
     with pytest.raises(RuntimeError, match="without the weights that drew them"):
         quality.measure("synthetic-blob", "v", 3, quality.scale_overrides(16, 2), keep=path)
+
+
+def test_quality_draw_runs_in_kept_chunks_and_one_chunk_is_the_draw_of_all_images(tmp_path, monkeypatch):
+    """A draw of more test images than ``CHUNK`` runs chunk by chunk, each from its own seed, each kept when it
+    finishes: stopped in its second chunk and run again, it draws only the chunks not kept, and the joined draw is the
+    uninterrupted one image by image. Up to ``CHUNK`` images it is one chunk: the draw of all images at once, as the
+    cached results of earlier sittings were drawn."""
+    import json
+
+    import pytest
+
+    from diffseg.bench import quality
+
+    monkeypatch.setattr(quality, "MEMBERS", 2)
+    trial = quality._trained("synthetic-blob", "v", str(tmp_path / "trial"), 5, quality.scale_overrides(16, 2))
+    whole = quality.evaluate(trial, "ddpm", None, 4)
+    assert quality.draw(trial, "ddpm", None, 4)["per_image"] == whole["per_image"]  # CHUNK = 40 >= 5 images
+
+    monkeypatch.setattr(quality, "CHUNK", 2)
+    evaluate, calls = quality.evaluate, []
+
+    def logged(trial, *a, seed, span):
+        calls.append((seed, span))
+        if len(calls) == 2 and stop:
+            raise KeyboardInterrupt
+        return evaluate(trial, *a, seed=seed, span=span)
+
+    monkeypatch.setattr(quality, "evaluate", logged)
+    stop, keep = False, tmp_path / "partial.json"
+    full = quality.draw(trial, "ddpm", None, 4)
+    assert calls == [(4, (0, 2)), (1004, (2, 4)), (2004, (4, 5))]
+    assert full["model_evaluations"] == 4 * 2 * 5 and len(full["per_image"]["iou"]) == 5
+    assert full["per_image"] != whole["per_image"]  # the later chunks draw other noise
+
+    calls.clear()
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        quality.draw(trial, "ddpm", None, 4, done={}, keep=keep)
+    kept = json.loads(keep.read_text())
+    assert list(kept) == ["ddpm/None/4/4/0-2"]
+    calls.clear()
+    stop = False
+    resumed = quality.draw(trial, "ddpm", None, 4, done=kept, keep=keep)
+    assert calls == [(1004, (2, 4)), (2004, (4, 5))]
+    assert resumed["per_image"] == full["per_image"] and len(json.loads(keep.read_text())) == 3
 
 
 def test_study_bench_pairs_each_trial_under_ray_with_the_same_trial_in_the_loop():

@@ -41,8 +41,9 @@ agree more (an ensemble that agrees more is surer, right or wrong). ECE is not a
 Where a dataset has the default target (eps) and another, ``target_contrasts`` tests whether the few-step cost depends
 on the target: per image and setting, (setting - DDPM-1000) with eps minus the same with the other target.
 ``python -m diffseg.bench quality [--json] [--cache DIR]``: ``--cache`` keeps each (dataset, target) result as a
-JSON file and reuses it on the next run. While one is measured, its trained weights and finished evaluations are
-kept beside it (``work_files``), so a run stopped part-way continues with its next evaluation. A cached result
+JSON file and reuses it on the next run. While one is measured, its trained weights and the finished chunks of its
+evaluations (``CHUNK`` test images each) are kept beside it (``work_files``), so a run stopped part-way continues with
+its next chunk. A cached result
 without the redraw gets it from weights retrained and checked to reproduce the cached DDPM-10 row image by image;
 one without the baseline gets it from the test images alone. The redraw is drawn only where the reference beats the
 baseline (``redraw`` None otherwise: a DDPM-1000 ensemble saved where no sampler is counted). ``--resolution`` and
@@ -79,6 +80,10 @@ MEMBERS, IMAGES = 10, 16
 DEFAULT_TARGET = DiffusionConfig().target  # the target the few-step cost of the others is contrasted with
 WHY = ("brier", "member_error", "disagreement")  # Brier = member_error - disagreement, per image
 DRAW_SEED, REDRAW_SEED = 4, 5  # offsets from the trial's seed: the ensembles' noise, and the reference's second draw
+# A draw runs in chunks of CHUNK test images, each kept when it finishes (a DDPM-1000 draw of ISIC 2017's 400 test
+# images takes hours here); chunk c draws its noise from seed + CHUNK_SEED_STRIDE * c, so one chunk (<= CHUNK images)
+# is the same draw as before chunks existed, and no chunk's seed meets another draw's
+CHUNK, CHUNK_SEED_STRIDE = 40, 1000
 
 
 def scale_overrides(resolution: int | None = None, train_steps: int | None = None, seed: int | None = None) -> dict:
@@ -104,21 +109,51 @@ def _trained(dataset: str, target: str, out: str, images: int, scale: dict) -> T
     return trial
 
 
-def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
-    """One setting on the trial's test images, its noise drawn from ``trial seed + seed``: summary numbers and the
-    per-image IoU and ECE."""
+def evaluate(trial: Trial, sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED,
+             span: tuple[int, int] | None = None) -> dict:
+    """One setting on the trial's test images (``span``: the a-th to the b-th), its noise drawn from ``trial seed +
+    seed``: summary numbers and the per-image IoU and ECE."""
     cfg = trial.cfg
     trial.cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, sampler=sampler, eta=eta))
     _, images, masks = trial._split_tensors("test", cfg.eval.test_max_images)
+    a, b = span or (0, len(images))
     t0 = time.perf_counter()
-    members = trial.predict(trial.ema.module, images, masks, MEMBERS, steps, cfg.seed + seed).cpu()
+    members = trial.predict(trial.ema.module, images[a:b], masks[a:b], MEMBERS, steps, cfg.seed + seed).cpu()
     wall = time.perf_counter() - t0
     trial.cfg = cfg
-    rows = per_image_metrics(members, masks.cpu(), cfg.eval.ece_bins)
+    rows = per_image_metrics(members, masks[a:b].cpu(), cfg.eval.ece_bins)
+    return _row(sampler, eta, steps, {k: [r[k] for r in rows] for k in ("iou", "ece", *WHY)},
+                steps * MEMBERS * len(rows), wall)
+
+
+def _row(sampler: str, eta: float | None, steps: int, per_image: dict, evaluations: int, wall: float) -> dict:
     name = sampler if eta is None else f"{sampler}-eta{eta:g}"
-    per_image = {k: [r[k] for r in rows] for k in ("iou", "ece", *WHY)}
     return {"sampler": name, "steps": steps, **{k: float(np.mean(v)) for k, v in per_image.items()},
-            "model_evaluations": steps * MEMBERS * len(rows), "wall_s": wall, "per_image": per_image}
+            "model_evaluations": evaluations, "wall_s": wall, "per_image": per_image}
+
+
+def n_test_images(trial: Trial) -> int:
+    return len(trial._split_tensors("test", trial.cfg.eval.test_max_images)[0])
+
+
+def draw(trial: Trial, sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED,
+         done: dict | None = None, keep: Path | None = None) -> dict:
+    """One setting on all test images, drawn in chunks of ``CHUNK`` images (chunk c from ``seed + CHUNK_SEED_STRIDE
+    * c``) and joined image by image. Chunks found in ``done`` are taken from there; each one drawn is added to it
+    and, with ``keep``, written there, so a draw stopped part-way continues with its next chunk."""
+    done = {} if done is None else done
+    n, parts = n_test_images(trial), []
+    for c, a in enumerate(range(0, n, CHUNK)):
+        span = (a, min(n, a + CHUNK))
+        key = f"{sampler}/{eta}/{steps}/{seed}/{span[0]}-{span[1]}"
+        if key not in done:
+            done[key] = evaluate(trial, sampler, eta, steps, seed=seed + CHUNK_SEED_STRIDE * c, span=span)
+            if keep is not None:
+                atomic_write_text(keep, json.dumps(done))
+        parts.append(done[key])
+    per_image = {k: [x for p in parts for x in p["per_image"][k]] for k in parts[0]["per_image"]}
+    return _row(sampler, eta, steps, per_image, sum(p["model_evaluations"] for p in parts),
+                sum(p["wall_s"] for p in parts))
 
 
 def baseline(trial: Trial) -> dict:
@@ -172,8 +207,8 @@ def _weights(dataset: str, target: str, tmp: str, images: int, scale: dict,
 def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None = None,
             keep: Path | None = None) -> dict:
     """One (dataset, target): trained, each setting of ``CONFIGS`` evaluated, the training-free baselines and, where
-    the reference beats them, its redraw. With ``keep`` (the cache file) the weights and each finished evaluation are
-    kept beside it (``work_files``), so a run stopped part-way continues with its next evaluation."""
+    the reference beats them, its redraw. With ``keep`` (the cache file) the weights and each finished chunk of an
+    evaluation are kept beside it (``work_files``), so a run stopped part-way continues with its next chunk."""
     weights, partial = work_files(keep) if keep else (None, None)
     done = {}
     if partial is not None and partial.exists():
@@ -184,16 +219,9 @@ def measure(dataset: str, target: str, images: int = IMAGES, scale: dict | None 
     with tempfile.TemporaryDirectory() as tmp:
         trial, train_s = _weights(dataset, target, tmp, images, scale or {}, weights)
 
-        def draw(sampler: str, eta: float | None, steps: int, seed: int = DRAW_SEED) -> dict:
-            key = f"{sampler}/{eta}/{steps}/{seed}"
-            if key not in done:
-                done[key] = evaluate(trial, sampler, eta, steps, seed)
-                if partial is not None:
-                    atomic_write_text(partial, json.dumps(done))
-            return done[key]
-
-        rows, base = [draw(*c) for c in CONFIGS], baseline(trial)
-        redraw = draw(*REFERENCE, seed=REDRAW_SEED) if learned({"rows": rows, "baseline": base}) else None
+        rows, base = [draw(trial, *c, done=done, keep=partial) for c in CONFIGS], baseline(trial)
+        redraw = (draw(trial, *REFERENCE, REDRAW_SEED, done, partial) if learned({"rows": rows, "baseline": base})
+                  else None)
     return {"dataset": dataset, "target": target, "weighting": trial.cfg.diffusion.weighting,
             "resolution": trial.cfg.data.resolution, "seed": trial.cfg.seed,
             "train_steps": trial.cfg.train.steps, "train_s": train_s, "rows": rows, "redraw": redraw,
@@ -210,13 +238,13 @@ def add_redraw(result: dict, images: int, scale: dict) -> dict:
     check = next(r for r in result["rows"] if (r["sampler"], r["steps"]) == ("ddpm", 10))
     with tempfile.TemporaryDirectory() as tmp:
         trial = _trained(result["dataset"], result["target"], tmp, images, scale)
-        again = evaluate(trial, "ddpm", None, 10)
+        again = draw(trial, "ddpm", None, 10)
         gap = float(np.max(np.abs(np.subtract(again["per_image"]["iou"], check["per_image"]["iou"]))))
         if gap > 1e-6:
             raise RuntimeError(f"{result['dataset']}/{result['target']}: the retrained weights do not reproduce the "
                                f"cached DDPM-10 row (largest per-image IoU gap {gap:.3g}); run it again without the "
                                "cache")
-        return {**result, "redraw": evaluate(trial, *REFERENCE, seed=REDRAW_SEED)}
+        return {**result, "redraw": draw(trial, *REFERENCE, REDRAW_SEED)}
 
 
 def _spread(d) -> float:
