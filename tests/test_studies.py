@@ -158,6 +158,7 @@ def test_tiny_study_through_ray_mlflow_server_and_parquet(tmp_path, ray_session,
         assert not (out / "trials" / row.trial_name / "checkpoint").exists()
         assert len(list((out / "ray").glob(f"*/{row.trial_name}/checkpoint_*/state.pt"))) == 2  # 6 steps, 2 saves
     assert len(trials) == 3 and set(trials.status) == {"ok"} and trials.test_iou.between(0, 1).all()
+    assert trials.retries.eq(0).all() and trials.node_id.notna().all()  # each trial's one attempt, on its node
     assert str(trials.seed.dtype) == "Int64" and str(trials.wall_time_s.dtype) == "float64"
     # two trials at once on 2 CPUs, one CPU each: each trial's torch runs 1 thread (no oversubscription)
     assert trials.threads.eq(1).all() and trials.time_train_steps_s.ge(0).all() and trials.time_mlflow_s.gt(0).all()

@@ -264,8 +264,8 @@ def start_attempt(client: MlflowClient, run_id: str, resumed: bool) -> dict[str,
     logged at (empty for a new run)."""
     import ray
 
-    run = client.get_run(run_id)
-    attempts = int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1
+    run = client.get_run(run_id) if resumed else None  # a run created for this attempt has no tags or metrics yet
+    attempts = int(run.data.tags.get(ATTEMPTS_TAG, "0")) + 1 if run else 1
     client.log_batch(run_id, tags=[RunTag(NODE_ID_TAG, ray.get_runtime_context().get_node_id()),
                                    RunTag(NODE_IP_TAG, ray.util.get_node_ip_address()),
                                    RunTag(ATTEMPTS_TAG, str(attempts))])
