@@ -133,6 +133,7 @@ def _row(sampler: str, eta: float | None, steps: int, per_image: dict, evaluatio
 
 
 def n_test_images(trial: Trial) -> int:
+    """How many test images the trial evaluates (all of the test split, ``eval.test_max_images`` at most)."""
     return len(trial._split_tensors("test", trial.cfg.eval.test_max_images)[0])
 
 
